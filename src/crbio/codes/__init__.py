@@ -1,0 +1,7 @@
+"""Code systems crbio checks: LOINC, UCUM and the ANS value sets it uses."""
+
+from crbio.codes.loinc import LOINC_OID, check_loinc
+from crbio.codes.terminology import lookup, value_set
+from crbio.codes.ucum import check_ucum
+
+__all__ = ["LOINC_OID", "check_loinc", "check_ucum", "lookup", "value_set"]

@@ -1,0 +1,56 @@
+"""The report model: typed, immutable values describing a validated CR-Bio."""
+
+from crbio.model.actors import ExecutingLaboratory, Laboratory, Professional
+from crbio.model.common import Address, Code, InstanceIdentifier, PersonName, Quantity, Telecom
+from crbio.model.patient import IdentityStatus, Ins, LegalRepresentative, Oppositions, Patient, Sex
+from crbio.model.report import Confidentiality, DocumentInfo, Encounter, Masking, Report
+from crbio.model.results import (
+    Battery,
+    Chapter,
+    CodedValue,
+    IntervalValue,
+    Isolate,
+    Observation,
+    ObservationStatus,
+    PreviousResult,
+    RatioValue,
+    ReferenceRange,
+    Specimen,
+    TextValue,
+    Value,
+)
+
+__all__ = [
+    "Address",
+    "Battery",
+    "Chapter",
+    "Code",
+    "CodedValue",
+    "Confidentiality",
+    "DocumentInfo",
+    "Encounter",
+    "ExecutingLaboratory",
+    "IdentityStatus",
+    "Ins",
+    "InstanceIdentifier",
+    "IntervalValue",
+    "Isolate",
+    "Laboratory",
+    "LegalRepresentative",
+    "Masking",
+    "Observation",
+    "ObservationStatus",
+    "Oppositions",
+    "Patient",
+    "PersonName",
+    "PreviousResult",
+    "Quantity",
+    "RatioValue",
+    "ReferenceRange",
+    "Report",
+    "Sex",
+    "Specimen",
+    "Telecom",
+    "TextValue",
+    "Value",
+]

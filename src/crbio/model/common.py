@@ -1,0 +1,116 @@
+"""Small value types shared by the whole report model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+__all__ = [
+    "Address",
+    "Code",
+    "InstanceIdentifier",
+    "PersonName",
+    "Quantity",
+    "Telecom",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Code:
+    """A coded concept: a code, the OID of its code system and its display name."""
+
+    code: str
+    system: str
+    display: str | None = None
+    system_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceIdentifier:
+    """An HL7 II: an OID ``root`` and, for identifiers that are not OIDs themselves, an ``extension``."""
+
+    root: str
+    extension: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """A postal address; ``lines`` are the street lines in order."""
+
+    lines: tuple[str, ...] = ()
+    postal_code: str | None = None
+    city: str | None = None
+    country: str | None = None
+    use: str | None = None  # HL7 PostalAddressUse: H (home), WP (work)…
+
+    def one_line(self) -> str:
+        """The address on one line, as printed on a report."""
+        tail = " ".join(p for p in (self.postal_code, self.city) if p)
+        return ", ".join(p for p in (*self.lines, tail, self.country or "") if p)
+
+
+@dataclass(frozen=True, slots=True)
+class Telecom:
+    """A telecom address as a URI (``tel:``, ``fax:``, ``mailto:``, ``http(s):``) with an optional use."""
+
+    uri: str
+    use: str | None = None  # HL7 TelecomAddressUse: H, WP, MC, HP, EC…
+
+    @property
+    def scheme(self) -> str:
+        """The URI scheme: ``tel``, ``fax``, ``mailto``…"""
+        return self.uri.split(":", 1)[0]
+
+    @property
+    def address(self) -> str:
+        """The URI without its scheme."""
+        return self.uri.split(":", 1)[1]
+
+
+@dataclass(frozen=True, slots=True)
+class PersonName:
+    """A person's name as printed: given names, family name, optional prefix and suffix."""
+
+    family: str
+    given: tuple[str, ...] = ()
+    prefix: str | None = None  # civility: M, MME…
+    suffix: str | None = None  # title: DR, PR…
+
+    def display(self) -> str:
+        """The name as printed on a report (``DR Marcel CAMPARINI``)."""
+        return " ".join(p for p in (self.suffix, *self.given, self.family) if p)
+
+
+@dataclass(frozen=True, slots=True)
+class Quantity:
+    """A measured quantity; the value keeps its written precision, the unit is UCUM."""
+
+    value: Decimal
+    unit: str = "1"
+
+    def display(self) -> str:
+        """French display: decimal comma, unit after a no-break space (``4,89 mmol/L``)."""
+        number = format_decimal(self.value)
+        return number if self.unit == "1" else f"{number}\u00a0{display_unit(self.unit)}"
+
+
+def format_decimal(value: Decimal) -> str:
+    """Write a decimal the French way (``0,88``), keeping its written precision."""
+    text = format(value, "f")
+    return text.replace("-", "\u2212").replace(".", ",")
+
+
+def display_unit(unit: str) -> str:
+    """Turn a UCUM unit into its printed form (``10*9/L`` → ``10⁹/L``, ``ug`` → ``µg``)."""
+    text = unit
+    for ucum, shown in _UNIT_DISPLAY:
+        text = text.replace(ucum, shown)
+    return text
+
+
+_SUPERSCRIPT = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")
+_UNIT_DISPLAY = tuple(
+    [(f"10*{n}", "10" + str(n).translate(_SUPERSCRIPT)) for n in range(15, 0, -1)]
+    + [(f"10^{n}", "10" + str(n).translate(_SUPERSCRIPT)) for n in range(15, 0, -1)]
+    + [("ug", "µg"), ("umol", "µmol"), ("uL", "µL"), ("[IU]", "UI"), ("[iU]", "UI"), ("{", ""), ("}", "")]
+)
