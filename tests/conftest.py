@@ -1,0 +1,40 @@
+"""Shared test fixtures: the bundled samples, loaded and resolved reproducibly."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from crbio.documents.context import BuildContext, FixedClock, SequenceIds, resolve_document
+from crbio.input import load_report
+from crbio.model import Report
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "samples"
+SHARED = ROOT.parent / "shared"
+ANS_KIT = SHARED / "ans-kit"
+
+
+def sample_files() -> list[Path]:
+    """Every bundled sample input."""
+    return sorted(SAMPLES.glob("*.json"))
+
+
+@pytest.fixture
+def context() -> BuildContext:
+    """A reproducible build context: fixed clock, sequential ids."""
+    return BuildContext(clock=FixedClock(datetime.fromisoformat("2024-01-04T18:00:00+01:00")),
+                        ids=SequenceIds("1.2.250.1.999.9.9"))
+
+
+@pytest.fixture
+def sample_report(context: BuildContext) -> Callable[[str], Report]:
+    """Load a sample by file name (``01-biochimie.json``) and resolve its document ids."""
+
+    def load(name: str) -> Report:
+        return resolve_document(load_report(SAMPLES / name), context)
+
+    return load
