@@ -290,6 +290,11 @@ class _Reader:
             return None
         return Address(
             lines=tuple(data.get("lines", ())),
+            house_number=data.get("house_number"),
+            street_name=data.get("street_name"),
+            unit_id=data.get("unit_id"),
+            additional_locator=data.get("additional_locator"),
+            post_box=data.get("post_box"),
             postal_code=data.get("postal_code"),
             city=data.get("city"),
             country=data.get("country"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -35,18 +36,34 @@ class InstanceIdentifier:
 
 @dataclass(frozen=True, slots=True)
 class Address:
-    """A postal address; ``lines`` are the street lines in order."""
+    """A postal address, either structured (house number, street…) or as free ``lines``.
+
+    The CI-SIS address model does not mix the two forms: free lines are written as
+    CDA ``streetAddressLine`` elements, postal code and city included.
+    """
 
     lines: tuple[str, ...] = ()
+    house_number: str | None = None
+    street_name: str | None = None
+    unit_id: str | None = None  # building, staircase, flat
+    additional_locator: str | None = None  # residence, lieu-dit
+    post_box: str | None = None  # BP, CS
     postal_code: str | None = None
     city: str | None = None
     country: str | None = None
     use: str | None = None  # HL7 PostalAddressUse: H (home), WP (work)…
 
+    def street_lines(self) -> tuple[str, ...]:
+        """The address lines above the postal code and city, whichever form was given."""
+        if self.lines:
+            return self.lines
+        street = " ".join(p for p in (self.house_number, self.street_name) if p)
+        return tuple(p for p in (self.unit_id, self.additional_locator, street, self.post_box) if p)
+
     def one_line(self) -> str:
         """The address on one line, as printed on a report."""
         tail = " ".join(p for p in (self.postal_code, self.city) if p)
-        return ", ".join(p for p in (*self.lines, tail, self.country or "") if p)
+        return ", ".join(p for p in (*self.street_lines(), tail, self.country or "") if p)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +108,8 @@ class Quantity:
     def display(self) -> str:
         """French display: decimal comma, unit after a no-break space (``4,89 mmol/L``)."""
         number = format_decimal(self.value)
-        return number if self.unit == "1" else f"{number}\u00a0{display_unit(self.unit)}"
+        unit = display_unit(self.unit)
+        return f"{number}\u00a0{unit}" if unit else number
 
 
 def format_decimal(value: Decimal) -> str:
@@ -101,7 +119,12 @@ def format_decimal(value: Decimal) -> str:
 
 
 def display_unit(unit: str) -> str:
-    """Turn a UCUM unit into its printed form (``10*9/L`` → ``10⁹/L``, ``ug`` → ``µg``)."""
+    """Turn a UCUM unit into its printed form (``10*9/L`` → ``10⁹/L``, ``ug`` → ``µg``).
+
+    Dimensionless units print as nothing: ``1`` and pure annotations such as ``{ratio}``.
+    """
+    if unit == "1" or re.fullmatch(r"(?:\{[^{}]*\})+", unit):
+        return ""
     text = unit
     for ucum, shown in _UNIT_DISPLAY:
         text = text.replace(ucum, shown)
@@ -112,5 +135,6 @@ _SUPERSCRIPT = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")
 _UNIT_DISPLAY = tuple(
     [(f"10*{n}", "10" + str(n).translate(_SUPERSCRIPT)) for n in range(15, 0, -1)]
     + [(f"10^{n}", "10" + str(n).translate(_SUPERSCRIPT)) for n in range(15, 0, -1)]
-    + [("ug", "µg"), ("umol", "µmol"), ("uL", "µL"), ("[IU]", "UI"), ("[iU]", "UI"), ("{", ""), ("}", "")]
+    + [("{1.73_m2}", "1,73\u00a0m²"), ("ug", "µg"), ("umol", "µmol"), ("uL", "µL"), ("[IU]", "UI"),
+       ("[iU]", "UI"), ("{", ""), ("}", "")]
 )

@@ -1,0 +1,119 @@
+"""The Jinja2 environment that renders the CDA templates of ``templates/cda``.
+
+Templates stay declarative: everything that computes (HL7 timestamps, derived ids,
+value types, French display) is a filter or a global defined here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from decimal import Decimal
+from functools import cache
+from typing import Any
+
+import jinja2
+
+from crbio import __version__
+from crbio._resources import data_path
+from crbio.identifiers import INS_OIDS, NATIONAL_PS_OID, finess_identifier, rpps_identifier
+from crbio.model import CodedValue, IntervalValue, Quantity, RatioValue, TextValue
+from crbio.model.common import display_unit, format_decimal
+
+__all__ = ["derived_oid", "derived_uuid", "environment", "hl7_ts"]
+
+# Namespace of the UUIDs crbio derives from document ids (section ids, specimen ids…),
+# so that the same input always yields the same document.
+_NAMESPACE = uuid.UUID("5d1f2b8e-0c1a-4a8e-9f3e-6a2b7c9d1e40")
+
+
+def derived_uuid(*parts: str) -> str:
+    """A UUID (upper case, as the ANS examples write them) derived from the given strings."""
+    return str(uuid.uuid5(_NAMESPACE, "/".join(parts))).upper()
+
+
+def derived_oid(base: str, purpose: str) -> str:
+    """An OID under the UUID arc ``2.25``, derived from another OID and a purpose (``n1``…)."""
+    return f"2.25.{uuid.uuid5(_NAMESPACE, f'{base}/{purpose}').int}"
+
+
+def hl7_ts(value: datetime | date | None) -> str:
+    """HL7 TS: ``YYYYMMDDHHMMSS+ZZZZ`` for a date-time (with its offset), ``YYYYMMDD`` for a date."""
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.strftime("%Y%m%d%H%M%S%z")
+    return value.strftime("%Y%m%d")
+
+
+def french_datetime(value: datetime | None) -> str:
+    """A date-time as printed in French: ``04/01/2024 à 16:05``."""
+    return value.strftime("%d/%m/%Y à %H:%M") if value else ""
+
+
+def french_date(value: date | datetime | None) -> str:
+    """A date as printed in French: ``04/01/2024``."""
+    return value.strftime("%d/%m/%Y") if value else ""
+
+
+def hl7_number(value: Decimal) -> str:
+    """A decimal as HL7 writes it (point, written precision kept, no exponent)."""
+    return format(value, "f")
+
+
+def value_type(value: object) -> str:
+    """The xsi:type of an observation value."""
+    if isinstance(value, Quantity):
+        return "PQ"
+    if isinstance(value, IntervalValue):
+        return "IVL_PQ"
+    if isinstance(value, CodedValue):
+        return "CD"
+    if isinstance(value, TextValue):
+        return "ST"
+    if isinstance(value, RatioValue):
+        return "RTO"
+    raise TypeError(f"unknown value type {type(value).__name__}")
+
+
+def number_type(value: Decimal) -> str:
+    """INT for a whole number, REAL otherwise (for ratio terms)."""
+    return "INT" if value == value.to_integral_value() and "." not in format(value, "f") else "REAL"
+
+
+def display(value: Any) -> str:
+    """The French display of any model value (quantity, interval, coded, text, ratio, range)."""
+    return "" if value is None else str(value.display())
+
+
+@cache
+def environment() -> jinja2.Environment:
+    """The template environment, built once per process (templates are compiled on first use)."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(data_path("templates", "cda"))),
+        autoescape=True,  # every value is XML-escaped; the templates are the only markup
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters.update(
+        ts=hl7_ts,
+        fr_datetime=french_datetime,
+        fr_date=french_date,
+        hl7_number=hl7_number,
+        value_type=value_type,
+        number_type=number_type,
+        display=display,
+        unit=display_unit,
+        fr_number=format_decimal,
+        rpps_id=rpps_identifier,
+        finess_id=finess_identifier,
+    )
+    env.globals.update(
+        uuid=derived_uuid,
+        INS_OIDS=INS_OIDS,
+        PS_OID=NATIONAL_PS_OID,
+        crbio_version=__version__,
+    )
+    return env
