@@ -113,9 +113,15 @@ class Quantity:
 
 
 def format_decimal(value: Decimal) -> str:
-    """Write a decimal the French way (``0,88``), keeping its written precision."""
-    text = format(value, "f")
-    return text.replace("-", "\u2212").replace(".", ",")
+    """Write a decimal the French way (``0,88``, ``120 000``), keeping its written precision.
+
+    Integer parts of five digits or more are grouped by three with a narrow no-break space.
+    """
+    sign = "\u2212" if value.is_signed() and value != 0 else ""
+    whole, _, fraction = format(abs(value), "f").partition(".")
+    if len(whole) >= 5:
+        whole = f"{int(whole):,}".replace(",", "\u202f")
+    return sign + whole + ("," + fraction if fraction else "")
 
 
 def display_unit(unit: str) -> str:

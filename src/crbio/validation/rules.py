@@ -152,18 +152,23 @@ def _narrative_agreement(root: etree._Element) -> Iterator[Finding]:
             continue  # reported by _references
         row = next((a for a in label.iterancestors() if etree.QName(a).localname == "tr"), label)
         # Compare without spaces (thousands separators) and case (mUI/l for m[IU]/L).
-        text = "".join("".join(row.itertext()).split()).lower()
+        text = _squeeze("".join(row.itertext()))
         try:
             number = Decimal(value.get("value", ""))
         except InvalidOperation:
             yield _finding("a quantitative result has no numeric value", "narrative.agreement", value)
             continue
         unit = value.get("unit", "1")
-        numbers = {format_decimal(number).replace("\u2212", "-"), format(number, "f")}
-        units = {unit.lower(), display_unit(unit).lower()}
+        numbers = {_squeeze(format_decimal(number)), format(number, "f")}
+        units = {unit.lower(), _squeeze(display_unit(unit))}
         if not any(n in text for n in numbers) or (display_unit(unit) and not any(u in text for u in units)):
             yield _finding("the narrative row of this result does not show its value and unit",
                            "narrative.agreement", value)
+
+
+def _squeeze(text: str) -> str:
+    """Text without spaces, in lower case, with an ASCII minus: the form narrative and entries are compared in."""
+    return "".join(text.split()).replace("\u2212", "-").lower()
 
 
 def _pdf_copy(root: etree._Element) -> Iterator[Finding]:

@@ -7,6 +7,7 @@ value types, French display) is a filter or a global defined here.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from functools import cache
@@ -17,7 +18,7 @@ import jinja2
 from crbio import __version__
 from crbio._resources import data_path
 from crbio.identifiers import INS_OIDS, NATIONAL_PS_OID, finess_identifier, rpps_identifier
-from crbio.model import CodedValue, IntervalValue, Quantity, RatioValue, TextValue
+from crbio.model import CodedValue, IntervalValue, Observation, Quantity, RatioValue, TextValue
 from crbio.model.common import display_unit, format_decimal
 
 __all__ = ["derived_oid", "derived_uuid", "environment", "hl7_ts"]
@@ -86,6 +87,12 @@ def display(value: Any) -> str:
     return "" if value is None else str(value.display())
 
 
+def result_columns(observations: Sequence[Observation]) -> list[str]:
+    """The optional columns a results table needs: those at least one result fills."""
+    wanted = (("range", "reference_range"), ("interpretation", "interpretation"), ("previous", "previous"))
+    return [column for column, attr in wanted if any(getattr(o, attr) for o in observations)]
+
+
 @cache
 def environment() -> jinja2.Environment:
     """The template environment, built once per process (templates are compiled on first use)."""
@@ -115,5 +122,6 @@ def environment() -> jinja2.Environment:
         INS_OIDS=INS_OIDS,
         PS_OID=NATIONAL_PS_OID,
         crbio_version=__version__,
+        result_columns=result_columns,
     )
     return env
