@@ -88,10 +88,10 @@ def load_report(source: str | Path | bytes) -> Report:
         try:
             size = path.stat().st_size
             if size > MAX_BYTES:
-                raise InputError(f"{path.name}: file too large ({size} bytes)", code="input.too-large")
+                raise InputError(f"file too large ({size} bytes)", code="input.too-large")
             raw = path.read_bytes()
         except OSError as e:
-            raise InputError(f"{path.name}: cannot be read ({e.strerror})", code="input.unreadable") from e
+            raise InputError(f"cannot be read ({e.strerror})", code="input.unreadable") from e
     if len(raw) > MAX_BYTES:
         raise InputError(f"input too large ({len(raw)} bytes)", code="input.too-large")
     try:
@@ -115,11 +115,11 @@ def report_from_mapping(data: Mapping[str, Any]) -> Report:
     """
     problems = _schema_problems(data)
     if problems:
-        raise InvalidReport(problems, document_id=_opaque_id(data))
+        raise InvalidReport(_in_document_order(problems, data), document_id=_opaque_id(data))
     reader = _Reader()
     report = reader.report(data)
     if reader.problems:
-        raise InvalidReport(reader.problems, document_id=_opaque_id(data))
+        raise InvalidReport(_in_document_order(reader.problems, data), document_id=_opaque_id(data))
     assert report is not None
     return report
 
@@ -149,7 +149,7 @@ def _schema_problems(data: Mapping[str, Any]) -> list[Problem]:
         for leaf in _leaves(error):
             problem = _problem_from(leaf)
             problems.setdefault((problem.field, problem.message), problem)
-    return sorted(problems.values(), key=lambda p: _path_key(p.field))
+    return list(problems.values())
 
 
 def _leaves(error: jsonschema.ValidationError) -> list[jsonschema.ValidationError]:
@@ -172,6 +172,11 @@ def _problem_from(error: jsonschema.ValidationError) -> Problem:
         extra = sorted(k for k in error.instance if k not in allowed)
         return Problem(_join(path, extra[0]) if extra else path, "unknown-field",
                        "is not a field of this format (misspelt?)")
+    if rule == "pattern" and "format" in schema:
+        # Dates carry both a pattern and a format; the format is only checked when an optional
+        # checker (rfc3339-validator) is installed, so name the rule after the declared format
+        # to report the same rule whichever check fired.
+        rule = "format"
     custom = schema.get("x-message")
     if custom:
         return Problem(path, rule, str(custom))
@@ -198,8 +203,37 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) else f"{path}[{key!r}]"
 
 
-def _path_key(path: str) -> list[Any]:
-    return [int(p) if p.isdigit() else p for p in re.split(r"[.\[\]]+", path) if p]
+_LAST_STEP = re.compile(r"(?:\.[^.\[\]]+|\[[^\]]*\])$")
+
+
+def _in_document_order(problems: Sequence[Problem], data: Mapping[str, Any]) -> list[Problem]:
+    """The problems sorted by where their field is in the input; a missing field sorts with its parent.
+
+    Both passes find problems in their own order (schema keywords, reading order); people read
+    the input from top to bottom.
+    """
+    positions: dict[str, int] = {}
+
+    def walk(node: Any, path: str) -> None:
+        positions.setdefault(path, len(positions))
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                walk(value, _join(path, str(key)))
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{path}[{i}]")
+
+    walk(data, "$")
+
+    def position(field: str) -> int:
+        while field not in positions:
+            parent = _LAST_STEP.sub("", field)
+            if parent == field:
+                return 0
+            field = parent
+        return positions[field]
+
+    return sorted(problems, key=lambda p: position(p.field))
 
 
 # --- pass 2: rules and model ----------------------------------------------------------
@@ -210,26 +244,34 @@ class _Reader:
 
     def __init__(self) -> None:
         self.problems: list[Problem] = []
+        # Fields whose date-time could not be parsed: a stand-in value is used for them, and the
+        # chronology checks that involve them are skipped so as not to report a false problem.
+        self.unparsed: set[str] = set()
         self.specimen_keys: set[str] = set()
         self.lab_keys: set[str] = set()
 
     def problem(self, field: str, rule: str, message: str) -> None:
         self.problems.append(Problem(field, rule, message))
 
+    def parsed(self, *fields: str) -> bool:
+        """Whether the date-times of these fields were all read (chronology can be checked)."""
+        return self.unparsed.isdisjoint(fields)
+
     # scalars
 
-    def datetime(self, value: str, field: str) -> datetime:
+    def read_datetime(self, value: str, field: str) -> datetime:
         try:
             parsed = datetime.fromisoformat(value.replace(" ", "T"))
         except ValueError:
             self.problem(field, "datetime", "is not a valid date-time")
+            self.unparsed.add(field)
             return datetime(1970, 1, 1).astimezone()
         if parsed.tzinfo is None:
             self.problem(field, "datetime", "needs a UTC offset (…+01:00)")
             return parsed.astimezone()
         return parsed
 
-    def date(self, value: str, field: str) -> date | None:
+    def read_date(self, value: str, field: str) -> date | None:
         try:
             return date.fromisoformat(value)
         except ValueError:
@@ -377,7 +419,7 @@ class _Reader:
             key=key,
             finess=self.finess(data["finess"], f"{field}.finess"),
             name=data["name"],
-            performed_at=self.datetime(data["performed_at"], f"{field}.performed_at"),
+            performed_at=self.read_datetime(data["performed_at"], f"{field}.performed_at"),
             biologist=self.professional(biologist, f"{field}.biologist") if biologist else None,
             address=self.address(data.get("address")),
             telecoms=self.telecoms(data.get("telecom")),
@@ -402,8 +444,8 @@ class _Reader:
                              "leave it out, the local IPP identifies the patient")
         elif status is IdentityStatus.QUALIFIED:
             self.problem(f"{field}.ins", "ins.required", "is required for a qualified identity (QUAL)")
-        birth_date = self.date(data["birth_date"], f"{field}.birth_date") if "birth_date" in data else None
-        if birth_date is not None and birth_date > at.date():
+        birth_date = self.read_date(data["birth_date"], f"{field}.birth_date") if "birth_date" in data else None
+        if birth_date is not None and self.parsed("$.validated_at") and birth_date > at.date():
             self.problem(f"{field}.birth_date", "birth-date.future", "is after the validation date")
         birthplace = data.get("birthplace_code")
         if birthplace is not None and not _BIRTHPLACE.fullmatch(birthplace):
@@ -459,9 +501,10 @@ class _Reader:
         if key in self.specimen_keys:
             self.problem(f"{field}.id", "duplicate", "is used by another specimen")
         self.specimen_keys.add(key)
-        collected = self.datetime(data["collected_at"], f"{field}.collected_at")
-        received = self.datetime(data["received_at"], f"{field}.received_at") if "received_at" in data else None
-        if received is not None and received < collected:
+        collected = self.read_datetime(data["collected_at"], f"{field}.collected_at")
+        received = self.read_datetime(data["received_at"], f"{field}.received_at") if "received_at" in data else None
+        if (received is not None and self.parsed(f"{field}.received_at", f"{field}.collected_at")
+                and received < collected):
             self.problem(f"{field}.received_at", "chronology", "is before collected_at")
         return Specimen(
             key=key,
@@ -555,7 +598,7 @@ class _Reader:
                           m["display"])
         return Observation(
             label=data["label"],
-            time=self.datetime(data["time"], f"{field}.time") if "time" in data else default_time,
+            time=self.read_datetime(data["time"], f"{field}.time") if "time" in data else default_time,
             code=code,
             local_code=self.code(data["local_code"], f"{field}.local_code") if "local_code" in data else None,
             value=value,
@@ -568,7 +611,7 @@ class _Reader:
             previous=self.each(
                 data.get("previous"), f"{field}.previous",
                 lambda p, f: PreviousResult(self.value(p["value"], f"{f}.value"),
-                                            self.datetime(p["time"], f"{f}.time"))),
+                                            self.read_datetime(p["time"], f"{f}.time"))),
         )
 
     def battery(self, data: Mapping[str, Any], field: str, default_time: datetime) -> Battery:
@@ -590,7 +633,7 @@ class _Reader:
         if organism.system != SNOMED_OID:
             self.problem(f"{field}.organism.system", "snomed",
                          f"an organism is coded in SNOMED CT ({SNOMED_OID})")
-        time = self.datetime(data["time"], f"{field}.time") if "time" in data else default_time
+        time = self.read_datetime(data["time"], f"{field}.time") if "time" in data else default_time
         if not data.get("observations") and not data.get("antibiogram"):
             self.problem(field, "isolate.empty", "an isolate needs observations or an antibiogram")
         return Isolate(
@@ -644,7 +687,7 @@ class _Reader:
             set_id=set_id,
             version=version,
             replaces=replaces,
-            created_at=self.datetime(data["created_at"], f"{field}.created_at") if "created_at" in data else None,
+            created_at=self.read_datetime(data["created_at"], f"{field}.created_at") if "created_at" in data else None,
             confidentiality=Confidentiality(data.get("confidentiality", "N")),
             masking=Masking(**masking),
             secret_connection=data.get("secret_connection", False),
@@ -653,15 +696,16 @@ class _Reader:
 
     def report(self, data: Mapping[str, Any]) -> Report | None:
         document = self.document(data.get("document", {}), "$.document")
-        validated_at = self.datetime(data["validated_at"], "$.validated_at")
-        if document.created_at is not None and document.created_at < validated_at:
+        validated_at = self.read_datetime(data["validated_at"], "$.validated_at")
+        if (document.created_at is not None and self.parsed("$.document.created_at", "$.validated_at")
+                and document.created_at < validated_at):
             self.problem("$.document.created_at", "chronology", "is before validated_at")
         specimens = self.each(data["specimens"], "$.specimens", self.specimen)
         executing = self.each(data.get("executing_laboratories"), "$.executing_laboratories",
                               self.executing_laboratory)
         chapters = self.each(data["chapters"], "$.chapters", lambda c, f: self.chapter(c, f, validated_at))
         encounter_data = data.get("encounter", {})
-        start = (self.datetime(encounter_data["start"], "$.encounter.start") if "start" in encounter_data
+        start = (self.read_datetime(encounter_data["start"], "$.encounter.start") if "start" in encounter_data
                  else min(s.collected_at for s in specimens))
         encounter = Encounter(
             kind=self.coded("encounter", encounter_data.get("kind", "AMB"), "$.encounter.kind", "encounter"),
@@ -681,12 +725,13 @@ class _Reader:
             copy_recipients=self.each(data.get("copy_recipients"), "$.copy_recipients", self.professional),
             executing_laboratories=executing,
             order_id=self.identifier(data["order_id"], "$.order_id") if "order_id" in data else None,
-            prescribed_at=(self.datetime(data["prescribed_at"], "$.prescribed_at")
+            prescribed_at=(self.read_datetime(data["prescribed_at"], "$.prescribed_at")
                            if "prescribed_at" in data else None),
             conclusion=data.get("conclusion"),
             comments=tuple(data.get("comments", ())),
         )
-        if report.document.secret_connection and not report.patient.is_minor_at(validated_at):
+        if (report.document.secret_connection and self.parsed("$.validated_at")
+                and not report.patient.is_minor_at(validated_at)):
             self.problem("$.document.secret_connection", "secret-connection",
                          "a secret connection is only for a minor patient")
         return report

@@ -42,6 +42,7 @@ __all__ = [
     "ObservationStatus",
     "Oppositions",
     "Patient",
+    "Professional",
     "PersonName",
     "PreviousResult",
     "Quantity",
