@@ -38,3 +38,27 @@ def sample_report(context: BuildContext) -> Callable[[str], Report]:
         return resolve_document(load_report(SAMPLES / name), context)
 
     return load
+
+
+def _kit_or_skip(volet: str | None) -> object:
+    if not (ANS_KIT / "schematrons").is_dir():
+        pytest.skip(f"the ANS kit is not at {ANS_KIT}: official schematron checks skipped")
+    try:
+        import saxonche  # noqa: F401
+    except ImportError:
+        pytest.skip("saxonche is not installed (pip install 'crbio[ans]'): official schematron checks skipped")
+    from crbio.validation.anskit import AnsKit
+
+    return AnsKit(ANS_KIT, volet=volet)
+
+
+@pytest.fixture(scope="session")
+def ans_kit_n3() -> object:
+    """The official ANS kit with the CR-BIO 2024.01 volet (compiled once per session)."""
+    return _kit_or_skip("CI-SIS_BIO-CR-BIO_2024.01")
+
+
+@pytest.fixture(scope="session")
+def ans_kit_n1() -> object:
+    """The official ANS kit's transverse profiles, for CDA R2 N1 documents."""
+    return _kit_or_skip(None)

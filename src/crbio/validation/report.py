@@ -17,6 +17,8 @@ class Finding:
         location: Where: an XPath, or a PDF object, when the checker gives one.
         line: The line in the XML document, when known.
         rule: The checker's rule id (schematron assert id, crbio rule code, veraPDF rule id).
+        severity: ``error`` (the document does not conform) or ``warning`` (advice, such as
+            the ART-DECOR profile's ``role="warning"`` asserts).
     """
 
     source: str
@@ -24,11 +26,13 @@ class Finding:
     location: str | None = None
     line: int | None = None
     rule: str | None = None
+    severity: str = "error"
 
     def __str__(self) -> str:
         where = f"line {self.line}" if self.line else (self.location or "")
         rule = f" [{self.rule}]" if self.rule else ""
-        return f"{self.source}: {where + ': ' if where else ''}{self.message}{rule}"
+        level = "warning: " if self.severity == "warning" else ""
+        return f"{self.source}: {level}{where + ': ' if where else ''}{self.message}{rule}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +51,18 @@ class ValidationReport:
 
     @property
     def ok(self) -> bool:
-        """Whether no check failed."""
-        return not self.findings
+        """Whether the document conforms: no finding of severity ``error``."""
+        return not self.errors
+
+    @property
+    def errors(self) -> tuple[Finding, ...]:
+        """The findings that make the document non-conformant."""
+        return tuple(f for f in self.findings if f.severity == "error")
+
+    @property
+    def warnings(self) -> tuple[Finding, ...]:
+        """The findings that are advice only."""
+        return tuple(f for f in self.findings if f.severity == "warning")
 
     def merged(self, other: ValidationReport) -> ValidationReport:
         """This report with another one's checks and findings appended."""
@@ -57,8 +71,7 @@ class ValidationReport:
     def summary(self) -> str:
         """One line per finding, headed by the verdict."""
         checks = ", ".join(self.checks) or "no check"
-        if self.ok:
-            return f"{self.document}: valid ({checks})"
-        lines = [f"{self.document}: {len(self.findings)} failed check(s) ({checks})"]
-        lines += [f"  - {f}" for f in self.findings]
-        return "\n".join(lines)
+        warnings = f", {len(self.warnings)} warning(s)" if self.warnings else ""
+        head = (f"{self.document}: valid ({checks}){warnings}" if self.ok
+                else f"{self.document}: {len(self.errors)} failed check(s){warnings} ({checks})")
+        return "\n".join([head, *(f"  - {f}" for f in self.findings)])
