@@ -344,11 +344,14 @@ class AnsKit:
         _, _, _, saxon_version = _saxon()
         self.kit_dir = Path(kit_dir).resolve()
         self.volet = volet
+        self.profiles = tuple(profiles)
+        self._transverse: AnsKit | None = None
         wanted = self._check_kit(volet, profiles)
         files = _kit_files(self.kit_dir)
         self.digest = _digest(files)
         key = hashlib.sha256(f"{self.digest}\0{saxon_version}\0{_CACHE_FORMAT}".encode()).hexdigest()[:24]
         root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_root()
+        self._cache_root = root
         self.cache_entry = root / key
         self._saxon_version = saxon_version
         self._ensure_entry(files)
@@ -498,6 +501,17 @@ class AnsKit:
 
     def __str__(self) -> str:
         return self.version
+
+    def transverse(self) -> AnsKit:
+        """This kit without its volet schematron: the transverse profiles, for a CDA R2 N1.
+
+        The profiles' compiled stylesheets are shared, so this costs nothing once the kit is built.
+        """
+        if self.volet is None:
+            return self
+        if self._transverse is None:
+            self._transverse = AnsKit(self.kit_dir, volet=None, profiles=self.profiles, cache_dir=self._cache_root)
+        return self._transverse
 
     def __repr__(self) -> str:
         return f"AnsKit({str(self.kit_dir)!r}, volet={self.volet!r}, sha256={self.digest[:16]!r})"

@@ -28,7 +28,7 @@ def validate_document(
         data: The document as bytes.
         label: An opaque name for the document in the report (file name, document id).
         ans_kit: The official ANS kit; its CR-BIO volet applies to an N3, its transverse
-            profiles to both.
+            profiles to both (an N1 is checked by ``ans_kit.transverse()``).
         pdfa: Also validate the embedded PDF against PDF/A-1b.
 
     Raises:
@@ -43,5 +43,7 @@ def validate_document(
         findings: tuple[Finding, ...] = tuple(check_pdfa(pdf)) if pdf is not None else ()
         report = report.merged(ValidationReport(label, ("pdfa",), findings))
     if ans_kit is not None:
-        report = report.merged(ans_kit.check(data, label=label))
+        # The CR-BIO volet applies to the structured N3; an N1 only meets the transverse profiles.
+        is_n1 = tree.getroot().find("{urn:hl7-org:v3}component/{urn:hl7-org:v3}nonXMLBody") is not None
+        report = report.merged((ans_kit.transverse() if is_n1 else ans_kit).check(data, label=label))
     return report
