@@ -18,6 +18,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
+import fastjsonschema
 import jsonschema
 
 from crbio._resources import data_path
@@ -134,9 +135,21 @@ def _opaque_id(data: Mapping[str, Any]) -> str | None:
 
 
 @cache
-def _validator() -> jsonschema.Draft202012Validator:
-    schema = json.loads(data_path("schemas", SCHEMA_FILE).read_text("utf-8"))
-    return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+def _schema() -> dict[str, Any]:
+    schema: dict[str, Any] = json.loads(data_path("schemas", SCHEMA_FILE).read_text("utf-8"))
+    return schema
+
+
+@cache
+def _gate() -> Callable[[Any], Any]:
+    # The schema compiled to Python: about twenty times faster than interpreting it, but it
+    # stops at the first error, so it only decides whether the full check is needed.
+    return fastjsonschema.compile(_schema())  # type: ignore[no-any-return]
+
+
+@cache
+def _validator() -> jsonschema.Draft7Validator:
+    return jsonschema.Draft7Validator(_schema(), format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER)
 
 
 def _schema_problems(data: Mapping[str, Any]) -> list[Problem]:
@@ -144,9 +157,16 @@ def _schema_problems(data: Mapping[str, Any]) -> list[Problem]:
         found = data.get("format")
         hint = "missing" if found is None else "not supported"
         return [Problem("$.format", "format", f"{hint}: this crbio reads format \"{FORMAT}\"")]
+    try:
+        _gate()(data)
+        return []
+    except fastjsonschema.JsonSchemaException:
+        pass
+    # jsonschema is the authority: it lists every problem. (Where the two engines differ,
+    # on date-time formats, the rule pass reads and checks the date-times itself.)
     problems: dict[tuple[str, str], Problem] = {}
-    for error in _validator().iter_errors(data):
-        for leaf in _leaves(error):
+    for found in _validator().iter_errors(data):
+        for leaf in _leaves(found):
             problem = _problem_from(leaf)
             problems.setdefault((problem.field, problem.message), problem)
     return list(problems.values())
@@ -194,8 +214,8 @@ def _problem_from(error: jsonschema.ValidationError) -> Problem:
         return Problem(path, rule, f"is too long (at most {error.validator_value})")
     if rule == "minimum":
         return Problem(path, rule, f"must be at least {error.validator_value}")
-    if rule == "dependentRequired":
-        return Problem(path, rule, "code and system go together")
+    if rule == "dependencies":  # draft-07 spelling of dependentRequired, the rule id users see
+        return Problem(path, "dependentRequired", "code and system go together")
     return Problem(path, rule, "does not have the expected form")
 
 

@@ -14,6 +14,7 @@ from functools import cache
 from typing import Any
 
 import jinja2
+from markupsafe import Markup, escape
 
 from crbio import __version__
 from crbio._resources import data_path
@@ -93,6 +94,16 @@ def result_columns(observations: Sequence[Observation]) -> list[str]:
     return [column for column, attr in wanted if any(getattr(o, attr) for o in observations)]
 
 
+def indent(value: object, width: int = 4) -> Markup:
+    """Indent every line but the first of a macro's output (Jinja's own filter re-escapes each line).
+
+    Macro output is already escaped markup; anything else is escaped first, so the
+    filter can never let unescaped text through.
+    """
+    text = str(escape(value))
+    return Markup(text.replace("\n", "\n" + " " * width))
+
+
 @cache
 def environment() -> jinja2.Environment:
     """The template environment, built once per process (templates are compiled on first use)."""
@@ -105,6 +116,7 @@ def environment() -> jinja2.Environment:
         keep_trailing_newline=True,
     )
     env.filters.update(
+        indent=indent,
         ts=hl7_ts,
         fr_datetime=french_datetime,
         fr_date=french_date,
