@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from decimal import Decimal
 
 __all__ = [
@@ -124,6 +125,7 @@ def format_decimal(value: Decimal) -> str:
     return sign + whole + ("," + fraction if fraction else "")
 
 
+@lru_cache(maxsize=1024)
 def display_unit(unit: str) -> str:
     """Turn a UCUM unit into its printed form (``10*9/L`` → ``10⁹/L``, ``ug`` → ``µg``).
 

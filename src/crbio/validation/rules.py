@@ -38,16 +38,49 @@ _SOURCE = "crbio"
 def check_rules(tree: etree._ElementTree, *, label: str) -> ValidationReport:
     """Run crbio's own rules on a parsed CR-BIO (N3 or N1) and report every failure."""
     root = tree.getroot()
+    index = _Index(root)
     findings = list(_identity(root))
     findings += _stylesheet(tree)
-    findings += _codes(root)
+    findings += _codes(index)
     if root.find("h:component/h:nonXMLBody", NS) is not None:
         findings += _n1_body(root)
     else:
-        findings += _references(root)
-        findings += _narrative_agreement(root)
+        findings += _references(index)
+        findings += _narrative_agreement(index)
         findings += _pdf_copy(root)
     return ValidationReport(label, ("crbio",), tuple(findings))
+
+
+class _Index:
+    """What the rules look at, gathered in one walk of the document."""
+
+    def __init__(self, root: etree._Element) -> None:
+        self.by_id: dict[str, etree._Element] = {}
+        self.loinc: list[etree._Element] = []
+        self.units: list[etree._Element] = []
+        self.references: list[etree._Element] = []
+        self.media_refs: list[etree._Element] = []
+        self.observations: list[etree._Element] = []
+        for node in root.iter(etree.Element):
+            attrs = node.attrib
+            if "ID" in attrs:
+                self.by_id[attrs["ID"]] = node
+            if attrs.get("codeSystem") == "2.16.840.1.113883.6.1" and "code" in attrs:
+                self.loinc.append(node)
+            if "unit" in attrs:
+                self.units.append(node)
+            name = node.tag
+            if name == _REFERENCE and "value" in attrs:
+                self.references.append(node)
+            elif name == _RENDER_MULTIMEDIA:
+                self.media_refs.append(node)
+            elif name == _OBSERVATION:
+                self.observations.append(node)
+
+
+_REFERENCE = "{urn:hl7-org:v3}reference"
+_RENDER_MULTIMEDIA = "{urn:hl7-org:v3}renderMultiMedia"
+_OBSERVATION = "{urn:hl7-org:v3}observation"
 
 
 def embedded_pdf(tree: etree._ElementTree) -> bytes | None:
@@ -114,40 +147,37 @@ def _stylesheet(tree: etree._ElementTree) -> Iterator[Finding]:
                    "self-presentation")
 
 
-def _codes(root: etree._Element) -> Iterator[Finding]:
-    for node in root.iterfind(".//h:*[@codeSystem='2.16.840.1.113883.6.1']", NS):
-        code = node.get("code")
-        if code is not None:
-            reason = check_loinc(code)
-            if reason:
-                yield _finding(f"LOINC code {code!r} {reason}", "loinc", node)
-    for node in root.iterfind(".//h:*[@unit]", NS):
+def _codes(index: _Index) -> Iterator[Finding]:
+    for node in index.loinc:
+        code = node.get("code", "")
+        reason = check_loinc(code)
+        if reason:
+            yield _finding(f"LOINC code {code!r} {reason}", "loinc", node)
+    for node in index.units:
         reason = check_ucum(node.get("unit", ""))
         if reason:
             yield _finding(f"unit {node.get('unit')!r} {reason}", "ucum", node)
 
 
-def _references(root: etree._Element) -> Iterator[Finding]:
-    ids = {node.get("ID") for node in root.iter() if node.get("ID")}
-    for node in root.iterfind(".//h:reference[@value]", NS):
+def _references(index: _Index) -> Iterator[Finding]:
+    for node in index.references:
         target = node.get("value", "")
-        if target.startswith("#") and target[1:] not in ids:
+        if target.startswith("#") and target[1:] not in index.by_id:
             yield _finding(f"reference {target} points to no element of the narrative", "narrative.reference", node)
-    for node in root.iterfind(".//h:renderMultiMedia", NS):
+    for node in index.media_refs:
         for target in node.get("referencedObject", "").split():
-            if target not in ids:
+            if target not in index.by_id:
                 yield _finding(f"renderMultiMedia points to no object {target!r}", "narrative.reference", node)
 
 
-def _narrative_agreement(root: etree._Element) -> Iterator[Finding]:
+def _narrative_agreement(index: _Index) -> Iterator[Finding]:
     """Each quantitative result must be printed, with its unit, in the row its label references."""
-    by_id = {node.get("ID"): node for node in root.iter() if node.get("ID")}
-    for obs in root.iterfind(".//h:observation", NS):
+    for obs in index.observations:
         value = obs.find("h:value", NS)
         ref = obs.find("h:code/h:originalText/h:reference", NS)
         if value is None or ref is None or value.get(_XSI_TYPE, "").split(":")[-1] != "PQ":
             continue
-        label = by_id.get(ref.get("value", "").lstrip("#"))
+        label = index.by_id.get(ref.get("value", "").lstrip("#"))
         if label is None:
             continue  # reported by _references
         row = next((a for a in label.iterancestors() if etree.QName(a).localname == "tr"), label)
@@ -159,9 +189,10 @@ def _narrative_agreement(root: etree._Element) -> Iterator[Finding]:
             yield _finding("a quantitative result has no numeric value", "narrative.agreement", value)
             continue
         unit = value.get("unit", "1")
+        shown = display_unit(unit)
         numbers = {_squeeze(format_decimal(number)), format(number, "f")}
-        units = {unit.lower(), _squeeze(display_unit(unit))}
-        if not any(n in text for n in numbers) or (display_unit(unit) and not any(u in text for u in units)):
+        units = {unit.lower(), _squeeze(shown)}
+        if not any(n in text for n in numbers) or (shown and not any(u in text for u in units)):
             yield _finding("the narrative row of this result does not show its value and unit",
                            "narrative.agreement", value)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Final
 
 from ppf.datamatrix import DataMatrix  # importing it registers the "datamatrix.C40" codec
@@ -128,6 +129,7 @@ class Symbol:
         return side
 
 
+@lru_cache(maxsize=256)  # a patient's later reports and amended versions reuse the symbol
 def symbol(payload: str) -> Symbol:
     """Encode a payload as a square ECC200 symbol, in C40 throughout (ppf-datamatrix).
 

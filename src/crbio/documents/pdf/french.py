@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime
-from functools import lru_cache
 from typing import Final
 
 from crbio.model import Code, Patient, Quantity, ReferenceRange, Sex, Telecom, Value
@@ -112,15 +111,10 @@ def telecom_text(telecom: Telecom) -> str:
     return telecom.uri
 
 
-# Units are a small closed set and their printed form is a chain of replacements:
-# remembered, they cost nothing (Quantity.display recomputes them for every value).
-_unit_text = lru_cache(maxsize=512)(display_unit)
-
-
 def value_text(value: Value) -> str:
     """A result as printed: ``value.display()``, with the printed form of units remembered."""
     if isinstance(value, Quantity):
-        unit = _unit_text(value.unit)
+        unit = display_unit(value.unit)
         number = format_decimal(value.value)
         return f"{number}\u00a0{unit}" if unit else number
     return value.display()
@@ -132,7 +126,7 @@ def reference_text(reference: ReferenceRange) -> str:
     if not text or reference.text:
         return text
     bound: Quantity | None = reference.low or reference.high
-    unit = _unit_text(bound.unit) if bound is not None else ""
+    unit = display_unit(bound.unit) if bound is not None else ""
     return f"{text}\u00a0{unit}" if unit else text
 
 
