@@ -29,6 +29,7 @@ VALUE_SETS = {
 
 
 def main() -> None:
+    """Read the kit's value sets and write the terminology tables."""
     kit = Path(sys.argv[1] if len(sys.argv) > 1 else "../shared/ans-kit")
     out: dict[str, object] = {}
     for name, filename in VALUE_SETS.items():

@@ -26,8 +26,10 @@ def sample_files() -> list[Path]:
 @pytest.fixture
 def context() -> BuildContext:
     """A reproducible build context: fixed clock, sequential ids."""
-    return BuildContext(clock=FixedClock(datetime.fromisoformat("2024-01-04T18:00:00+01:00")),
-                        ids=SequenceIds("1.2.250.1.999.9.9"))
+    return BuildContext(
+        clock=FixedClock(datetime.fromisoformat("2024-01-04T18:00:00+01:00")),
+        ids=SequenceIds("1.2.250.1.999.9.9"),
+    )
 
 
 @pytest.fixture
@@ -46,7 +48,9 @@ def _kit_or_skip(volet: str | None) -> object:
     try:
         import saxonche  # noqa: F401
     except ImportError:
-        pytest.skip("saxonche is not installed (pip install 'crbio[ans]'): official schematron checks skipped")
+        pytest.skip(
+            "saxonche is not installed (pip install 'crbio[ans]'): official schematron checks skipped"
+        )
     from crbio.validation.anskit import AnsKit
 
     return AnsKit(ANS_KIT, volet=volet)

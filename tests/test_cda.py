@@ -9,10 +9,10 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from conftest import sample_files
 from lxml import etree
 
 import crbio
+from conftest import sample_files
 from crbio.documents.context import BuildContext
 from crbio.identifiers import INS_OIDS
 from crbio.model import IntervalValue, Quantity, Report
@@ -31,8 +31,9 @@ def built(request: pytest.FixtureRequest) -> dict[str, crbio.Documents]:
 
     out = {}
     for path in sample_files():
-        context = BuildContext(FixedClock(datetime.fromisoformat("2026-01-04T18:00:00+01:00")),
-                               SequenceIds("1.2.250.1.999.9.9"))
+        context = BuildContext(
+            FixedClock(datetime.fromisoformat("2026-01-04T18:00:00+01:00")), SequenceIds("1.2.250.1.999.9.9")
+        )
         out[path.name] = crbio.build(crbio.load_report(path), context=context)
     return out
 
@@ -50,8 +51,9 @@ def test_documents_pass_xsd_and_crbio_rules(built: dict[str, crbio.Documents], n
 
 
 @pytest.mark.parametrize("name", SAMPLES)
-def test_documents_pass_the_official_ans_kit(built: dict[str, crbio.Documents], name: str,
-                                            ans_kit_n3: object, ans_kit_n1: object) -> None:
+def test_documents_pass_the_official_ans_kit(
+    built: dict[str, crbio.Documents], name: str, ans_kit_n3: object, ans_kit_n1: object
+) -> None:
     documents = built[name]
     # Zero findings, warnings included: as many as the ANS's own ans-check counts.
     n3 = ans_kit_n3.check(documents.n3, label=f"{name} n3")  # type: ignore[attr-defined]
@@ -94,13 +96,18 @@ def test_missing_ids_are_generated_as_uuid_oids(sample_report: Callable[[str], R
 
 def test_ins_is_written_only_for_a_qualified_identity(built: dict[str, crbio.Documents]) -> None:
     for documents in built.values():
-        ins_ids = [i for i in xml(documents.n3).iterfind("h:recordTarget/h:patientRole/h:id", NS)
-                   if i.get("root") in INS_OIDS]
+        ins_ids = [
+            i
+            for i in xml(documents.n3).iterfind("h:recordTarget/h:patientRole/h:id", NS)
+            if i.get("root") in INS_OIDS
+        ]
         qualified = documents.report.patient.qualified_ins
         if qualified is None:
             assert ins_ids == []
         else:
-            assert [(i.get("root"), i.get("extension")) for i in ins_ids] == [(qualified.oid, qualified.matricule)]
+            assert [(i.get("root"), i.get("extension")) for i in ins_ids] == [
+                (qualified.oid, qualified.matricule)
+            ]
 
 
 def test_amendment_replaces_the_previous_version(built: dict[str, crbio.Documents]) -> None:
@@ -108,8 +115,10 @@ def test_amendment_replaces_the_previous_version(built: dict[str, crbio.Document
     assert amended, "the samples must include an amended report"
     for documents in amended:
         doc = documents.report.document
-        for data, parent_id in ((documents.n3, doc.replaces),
-                                (documents.n1, crbio.documents.cda.n1_document_info(doc).replaces)):
+        for data, parent_id in (
+            (documents.n3, doc.replaces),
+            (documents.n1, crbio.documents.cda.n1_document_info(doc).replaces),
+        ):
             root = xml(data)
             assert root.find("h:relatedDocument", NS).get("typeCode") == "RPLC"
             assert root.find("h:relatedDocument/h:parentDocument/h:id", NS).get("root") == parent_id
@@ -148,8 +157,12 @@ def test_documents_present_themselves(sample_report: Callable[[str], Report], co
     report = sample_report("01-biochimie.json")
     default = crbio.build(report, context=context)
     assert b'<?xml-stylesheet type="text/xsl" href="crbio-cda.xsl"?>' in default.n3
-    lab_own = dataclasses.replace(report, laboratory=dataclasses.replace(
-        report.laboratory, stylesheet="https://labo.example.fr/cda/cr-bio.xsl"))
+    lab_own = dataclasses.replace(
+        report,
+        laboratory=dataclasses.replace(
+            report.laboratory, stylesheet="https://labo.example.fr/cda/cr-bio.xsl"
+        ),
+    )
     documents = crbio.build(lab_own, context=context)
     for data in (documents.n3, documents.n1):
         assert b'href="https://labo.example.fr/cda/cr-bio.xsl"' in data
@@ -157,16 +170,23 @@ def test_documents_present_themselves(sample_report: Callable[[str], Report], co
     assert b'href="local.xsl"' in chosen.n3
 
 
-def test_write_puts_documents_and_stylesheet_side_by_side(sample_report: Callable[[str], Report],
-                                                          context: BuildContext, tmp_path: Path) -> None:
+def test_write_puts_documents_and_stylesheet_side_by_side(
+    sample_report: Callable[[str], Report], context: BuildContext, tmp_path: Path
+) -> None:
     documents = crbio.build(sample_report("01-biochimie.json"), context=context)
     written = documents.write(tmp_path, stem="report")
-    assert sorted(p.name for p in written) == ["crbio-cda.xsl", "report.n1.xml", "report.n3.xml", "report.pdf"]
+    assert sorted(p.name for p in written) == [
+        "crbio-cda.xsl",
+        "report.n1.xml",
+        "report.n3.xml",
+        "report.pdf",
+    ]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in written)  # no temp files left
 
 
-def test_validation_time_after_creation_time_is_refused(sample_report: Callable[[str], Report],
-                                                        context: BuildContext) -> None:
+def test_validation_time_after_creation_time_is_refused(
+    sample_report: Callable[[str], Report], context: BuildContext
+) -> None:
     report = sample_report("01-biochimie.json")
     late = dataclasses.replace(report, validated_at=report.document.created_at.replace(year=2030))
     with pytest.raises(crbio.InputError) as error:

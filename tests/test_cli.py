@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ANS_KIT, SAMPLES, sample_files
 
+from conftest import ANS_KIT, SAMPLES, sample_files
 from crbio.cli import main
 
 SAMPLE = SAMPLES / "01-biochimie.json"
@@ -51,28 +51,42 @@ def set_path(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
             del node[last]
         else:
             node[int(last) if last.isdigit() else last] = value
+
     return change
 
 
 BAD_INPUTS = [
     ("wrong INS key", set_path("patient.ins.matricule", "279035121518988"), "$.patient.ins.matricule"),
     ("INS on a non-qualified identity", set_path("patient.identity_status", "VALI"), "$.patient.ins"),
-    ("malformed LOINC", set_path("chapters.0.batteries.0.observations.0.loinc", "14749"),
-     "$.chapters[0].batteries[0].observations[0].loinc"),
+    (
+        "malformed LOINC",
+        set_path("chapters.0.batteries.0.observations.0.loinc", "14749"),
+        "$.chapters[0].batteries[0].observations[0].loinc",
+    ),
     ("missing biologist", set_path("biologist", KeyError), "$.biologist"),
-    ("unknown unit", set_path("chapters.0.batteries.1.observations.0.value.unit", "mmoll"),
-     "$.chapters[0].batteries[1].observations[0].value.unit"),
+    (
+        "unknown unit",
+        set_path("chapters.0.batteries.1.observations.0.value.unit", "mmoll"),
+        "$.chapters[0].batteries[1].observations[0].value.unit",
+    ),
     ("empty results", set_path("chapters", []), "$.chapters"),
-    ("empty battery", set_path("chapters.0.batteries.0.observations", []),
-     "$.chapters[0].batteries[0].observations"),
+    (
+        "empty battery",
+        set_path("chapters.0.batteries.0.observations", []),
+        "$.chapters[0].batteries[0].observations",
+    ),
     ("bad RPPS key", set_path("prescriber.rpps", "10100023456"), "$.prescriber.rpps"),
 ]
 
 
 @pytest.mark.parametrize(("what", "change", "field"), BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
 def test_bad_input_exits_2_names_the_field_and_writes_nothing(
-        capsys: pytest.CaptureFixture[str], tmp_path: Path, what: str,
-        change: Callable[[dict[str, Any]], None], field: str) -> None:
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    what: str,
+    change: Callable[[dict[str, Any]], None],
+    field: str,
+) -> None:
     source = broken(tmp_path / "in", change) if (tmp_path / "in").mkdir() is None else None
     out_dir = tmp_path / "out"
     status, out, err = run(capsys, "build", source, "-o", out_dir)
@@ -88,7 +102,10 @@ def test_one_bad_report_does_not_stop_the_others(capsys: pytest.CaptureFixture[s
     assert status == 2
     assert "bad.json" in err and "01-biochimie.json" in out
     assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.suffix != ".xsl") == [
-        "01-biochimie.n1.xml", "01-biochimie.n3.xml", "01-biochimie.pdf"]
+        "01-biochimie.n1.xml",
+        "01-biochimie.n3.xml",
+        "01-biochimie.pdf",
+    ]
 
 
 def test_unreadable_and_non_json_inputs_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -142,6 +159,7 @@ def test_render_writes_html(capsys: pytest.CaptureFixture[str], tmp_path: Path) 
 
 
 def test_console_script_is_installed() -> None:
-    result = subprocess.run([sys.executable, "-m", "crbio.cli", "--version"], capture_output=True, text=True,
-                            check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "crbio.cli", "--version"], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0 and result.stdout.startswith("crbio ")

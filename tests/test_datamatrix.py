@@ -66,14 +66,18 @@ def test_header_is_is01_and_22_zeros(sample_patient: Patient) -> None:
     assert payload.startswith(HEADER + "S1")
 
 
-@pytest.mark.parametrize(("oid", "separated"), [
-    ("1.2.250.1.213.1.4.8", True),    # INS-NIR, 19 characters: below the maximum
-    ("1.2.250.1.213.1.4.9", True),    # INS-NIA
-    ("1.2.250.1.213.1.4.10", False),  # INS-NIR de test, 20 characters: at the maximum
-    ("1.2.250.1.213.1.4.11", False),  # INS-NIR de démonstration
-])
-def test_gs_after_the_oid_only_when_shorter_than_20(sample_patient: Patient, oid: str,
-                                                    separated: bool) -> None:
+@pytest.mark.parametrize(
+    ("oid", "separated"),
+    [
+        ("1.2.250.1.213.1.4.8", True),  # INS-NIR, 19 characters: below the maximum
+        ("1.2.250.1.213.1.4.9", True),  # INS-NIA
+        ("1.2.250.1.213.1.4.10", False),  # INS-NIR de test, 20 characters: at the maximum
+        ("1.2.250.1.213.1.4.11", False),  # INS-NIR de démonstration
+    ],
+)
+def test_gs_after_the_oid_only_when_shorter_than_20(
+    sample_patient: Patient, oid: str, separated: bool
+) -> None:
     patient = dataclasses.replace(sample_patient, ins=Ins("279035121518989", oid))
     payload = ins_datamatrix_payload(patient)
     assert payload is not None
@@ -113,8 +117,9 @@ def test_birth_date_is_zero_padded_with_hyphens(sample_patient: Patient) -> None
     assert "S603-02-2001" in payload
 
 
-@pytest.mark.parametrize("status", [IdentityStatus.PROVISIONAL, IdentityStatus.RETRIEVED,
-                                    IdentityStatus.VALIDATED])
+@pytest.mark.parametrize(
+    "status", [IdentityStatus.PROVISIONAL, IdentityStatus.RETRIEVED, IdentityStatus.VALIDATED]
+)
 def test_no_payload_unless_the_identity_is_qualified(sample_patient: Patient, status: IdentityStatus) -> None:
     # Even with an INS at hand, only a qualified identity may carry it.
     assert ins_datamatrix_payload(dataclasses.replace(sample_patient, identity_status=status)) is None
@@ -125,15 +130,19 @@ def test_no_payload_without_ins(sample_patient: Patient) -> None:
     assert ins_datamatrix_payload(patient) is None
 
 
-@pytest.mark.parametrize("change", [
-    {"birth_date": None},
-    {"sex": Sex.UNKNOWN},
-    {"birth_family_name": "DUPONT-LEFÈVRE"},
-    {"birth_given_names": "X" * 101},
-    {"birthplace_code": "5121"},
-])
-def test_untransmissible_traits_raise_without_quoting_them(sample_patient: Patient,
-                                                           change: dict[str, object]) -> None:
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"birth_date": None},
+        {"sex": Sex.UNKNOWN},
+        {"birth_family_name": "DUPONT-LEFÈVRE"},
+        {"birth_given_names": "X" * 101},
+        {"birthplace_code": "5121"},
+    ],
+)
+def test_untransmissible_traits_raise_without_quoting_them(
+    sample_patient: Patient, change: dict[str, object]
+) -> None:
     patient = dataclasses.replace(sample_patient, **change)
     with pytest.raises(BuildError) as info:
         ins_datamatrix_payload(patient)

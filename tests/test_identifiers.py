@@ -224,8 +224,21 @@ def test_loinc_bad_check_digit(code: str) -> None:
 
 @pytest.mark.parametrize(
     "code",
-    ["", "2345", "2345-", "-7", "2345-77", "02345-7", "2345_7", "2345 -7", " 2345-7", "ABC-1", "LP14559-6",
-     "12345678-9", "2345-7\n"],
+    [
+        "",
+        "2345",
+        "2345-",
+        "-7",
+        "2345-77",
+        "02345-7",
+        "2345_7",
+        "2345 -7",
+        " 2345-7",
+        "ABC-1",
+        "LP14559-6",
+        "12345678-9",
+        "2345-7\n",
+    ],
 )
 def test_loinc_bad_syntax(code: str) -> None:
     reason = check_loinc(code)
@@ -241,8 +254,29 @@ def test_loinc_oid() -> None:
 
 @pytest.mark.parametrize(
     "unit",
-    ["mmol/L", "umol/L", "10*9/L", "10*12/L", "[IU]/L", "m[IU]/L", "mL/min/{1.73_m2}", "%", "/mL", "ug/mL",
-     "g/dL", "fL", "pg", "mm[Hg]", "[pH]", "{UFC}/mL", "{index}", "/[HPF]", "s", "1", "ug/L{FEU}"],
+    [
+        "mmol/L",
+        "umol/L",
+        "10*9/L",
+        "10*12/L",
+        "[IU]/L",
+        "m[IU]/L",
+        "mL/min/{1.73_m2}",
+        "%",
+        "/mL",
+        "ug/mL",
+        "g/dL",
+        "fL",
+        "pg",
+        "mm[Hg]",
+        "[pH]",
+        "{UFC}/mL",
+        "{index}",
+        "/[HPF]",
+        "s",
+        "1",
+        "ug/L{FEU}",
+    ],
 )
 def test_valid_ucum(unit: str) -> None:
     assert check_ucum(unit) is None
@@ -283,8 +317,13 @@ def test_value_set_lookup(name: str, code: str, system: str, display: str) -> No
 
 @pytest.mark.parametrize(
     ("name", "code"),
-    [("interpretation", "ZZ"), ("interpretation", "h"), ("specimen_type", "URINE"), ("specialty", "SM26"),
-     ("encounter", "")],
+    [
+        ("interpretation", "ZZ"),
+        ("interpretation", "h"),
+        ("specimen_type", "URINE"),
+        ("specialty", "SM26"),
+        ("encounter", ""),
+    ],
 )
 def test_value_set_unknown_code(name: str, code: str) -> None:
     assert lookup(name, code) is None
@@ -292,8 +331,11 @@ def test_value_set_unknown_code(name: str, code: str) -> None:
 
 @pytest.mark.parametrize(
     ("name", "oid"),
-    [("interpretation", "2.16.840.1.113883.1.11.78"), ("specialty", "1.2.250.1.213.1.1.5.461"),
-     ("encounter", "1.2.250.1.213.1.1.5.18")],
+    [
+        ("interpretation", "2.16.840.1.113883.1.11.78"),
+        ("specialty", "1.2.250.1.213.1.1.5.461"),
+        ("encounter", "1.2.250.1.213.1.1.5.18"),
+    ],
 )
 def test_value_set_metadata(name: str, oid: str) -> None:
     table = value_set(name)

@@ -59,8 +59,14 @@ def patient_data(data: Data) -> set[str]:
     """The strings of a report that identify its patient: names, INS, birth date, address, IPP."""
     patient = data.get("patient", {})
     found: set[str] = set()
-    for key in ("birth_family_name", "first_birth_given_name", "birth_given_names", "used_family_name",
-                "used_given_name", "birthplace_name"):
+    for key in (
+        "birth_family_name",
+        "first_birth_given_name",
+        "birth_given_names",
+        "used_family_name",
+        "used_given_name",
+        "birthplace_name",
+    ):
         if key in patient:
             found.add(patient[key])
             found.update(patient[key].split())
@@ -90,8 +96,19 @@ def assert_no_patient_data(message: str, data: Data) -> None:
     assert not leaked, f"message quotes patient data {leaked}: {message}"
 
 
-@pytest.mark.parametrize("leak", ["PAT-TROIS", "DOMINIQUE", "279035121518989", "1979-03-28", "28/03/1979",
-                                  "avenue de Breteuil", "1234567890121", "+33647151010"])
+@pytest.mark.parametrize(
+    "leak",
+    [
+        "PAT-TROIS",
+        "DOMINIQUE",
+        "279035121518989",
+        "1979-03-28",
+        "28/03/1979",
+        "avenue de Breteuil",
+        "1234567890121",
+        "+33647151010",
+    ],
+)
 def test_the_patient_data_check_catches_a_leak(leak: str) -> None:
     with pytest.raises(AssertionError):
         assert_no_patient_data(f"$.patient: {leak} is wrong", sample("01-biochimie.json"))
@@ -256,8 +273,9 @@ def test_the_samples_cover_the_format(reports: dict[str, Report]) -> None:
     documents = [r.document for r in reports.values()]
     features: dict[str, Callable[[], bool]] = {
         "ratio": lambda: any(isinstance(v, RatioValue) for v in values),
-        "interval with both bounds": lambda: any(isinstance(v, IntervalValue) and v.low and v.high
-                                                 for v in values),
+        "interval with both bounds": lambda: any(
+            isinstance(v, IntervalValue) and v.low and v.high for v in values
+        ),
         "comparator": lambda: any(isinstance(v, IntervalValue) and not (v.low and v.high) for v in values),
         "coded": lambda: any(isinstance(v, CodedValue) and v.code for v in values),
         "text": lambda: any(isinstance(v, TextValue) for v in values),
@@ -268,20 +286,26 @@ def test_the_samples_cover_the_format(reports: dict[str, Report]) -> None:
         "conclusion": lambda: any(r.conclusion for r in reports.values()),
         "antibiogram": lambda: any(i.antibiogram for c in chapters for i in c.isolates),
         "subcontracting": lambda: any(b.performed_by for c in chapters for b in c.batteries),
-        "copy recipient with MSSanté": lambda: any(p.mssante for r in reports.values()
-                                                   for p in r.copy_recipients),
+        "copy recipient with MSSanté": lambda: any(
+            p.mssante for r in reports.values() for p in r.copy_recipients
+        ),
         "secret connection": lambda: any(d.secret_connection for d in documents),
-        "invisible to legal representatives": lambda: any(d.masking.invisible_representants_legaux
-                                                          for d in documents),
+        "invisible to legal representatives": lambda: any(
+            d.masking.invisible_representants_legaux for d in documents
+        ),
         "invisible to the patient": lambda: any(d.masking.invisible_patient for d in documents),
-        "before validation": lambda: any(r.document.before_validation and r.encounter.kind.code == "EMER"
-                                         for r in reports.values()),
+        "before validation": lambda: any(
+            r.document.before_validation and r.encounter.kind.code == "EMER" for r in reports.values()
+        ),
         "amendment": lambda: any(d.is_amendment for d in documents),
         "non-qualified identity": lambda: any(r.patient.ins is None for r in reports.values()),
-        "minor": lambda: any(r.patient.is_minor_at(r.validated_at) and r.patient.legal_representatives
-                             for r in reports.values()),
-        "long report": lambda: any(len(list(r.observations())) >= 150 and len(r.chapters) >= 3
-                                   for r in reports.values()),
+        "minor": lambda: any(
+            r.patient.is_minor_at(r.validated_at) and r.patient.legal_representatives
+            for r in reports.values()
+        ),
+        "long report": lambda: any(
+            len(list(r.observations())) >= 150 and len(r.chapters) >= 3 for r in reports.values()
+        ),
     }
     missing = [name for name, shown in features.items() if not shown()]
     assert not missing
@@ -326,8 +350,9 @@ def test_a_string_value_keeps_trailing_zeros() -> None:
         ("Céfotaxime", None, "1", True, True),  # "<=1"
     ],
 )
-def test_a_comparator_becomes_an_interval(label: str, low: str | None, high: str | None, low_inclusive: bool,
-                                          high_inclusive: bool) -> None:
+def test_a_comparator_becomes_an_interval(
+    label: str, low: str | None, high: str | None, low_inclusive: bool, high_inclusive: bool
+) -> None:
     value = _find(load_report(SAMPLES / "03-ecbu.json"), label).value
     assert value == IntervalValue(
         low=Quantity(Decimal(low), "mg/L") if low else None,
@@ -346,8 +371,9 @@ def test_a_strict_comparator_is_an_open_bound() -> None:
 def test_interval_value() -> None:
     value = _find(load_report(SAMPLES / "09-reanimation-long.json"), "Leucocytes (sédiment)").value
     per_field = "/[HPF]"  # per high-power field
-    assert value == IntervalValue(low=Quantity(Decimal("5"), per_field),
-                                  high=Quantity(Decimal("10"), per_field))
+    assert value == IntervalValue(
+        low=Quantity(Decimal("5"), per_field), high=Quantity(Decimal("10"), per_field)
+    )
 
 
 def test_ratio_value() -> None:
@@ -477,154 +503,442 @@ def _obs(data: Data) -> Data:
 
 BAD_INPUTS: list[tuple[str, str, Mutation, str, str]] = [
     # (id, sample, mutation, field, rule)
-    ("ins-wrong-key", "01-biochimie.json", lambda d: d["patient"]["ins"].update(matricule="279035121518988"),
-     "$.patient.ins.matricule", "ins.matricule"),
-    ("ins-bad-layout", "01-biochimie.json", lambda d: d["patient"]["ins"].update(matricule="2790351215189"),
-     "$.patient.ins.matricule", "ins.matricule"),
-    ("ins-on-validated-identity", "01-biochimie.json",
-     lambda d: d["patient"].update(identity_status="VALI"), "$.patient.ins", "ins.not-qualified"),
-    ("ins-on-provisional-identity", "01-biochimie.json",
-     lambda d: d["patient"].update(identity_status="PROV"), "$.patient.ins", "ins.not-qualified"),
-    ("qualified-without-ins", "01-biochimie.json",
-     lambda d: d["patient"].pop("ins"), "$.patient.ins", "ins.required"),
-    ("qualified-without-birthplace", "01-biochimie.json",
-     lambda d: d["patient"].pop("birthplace_code"), "$.patient.birthplace_code", "ins.trait"),
-    ("qualified-without-birth-date", "01-biochimie.json",
-     lambda d: d["patient"].pop("birth_date"), "$.patient.birth_date", "ins.trait"),
-    ("qualified-with-unknown-sex", "01-biochimie.json",
-     lambda d: d["patient"].update(sex="U"), "$.patient.sex", "ins.trait"),
-    ("trait-lowercase", "01-biochimie.json", lambda d: d["patient"].update(birth_family_name="Pat-Trois"),
-     "$.patient.birth_family_name", "ins.trait"),
-    ("trait-accent", "01-biochimie.json",
-     lambda d: d["patient"].update(birth_given_names="DOMINIQUE MARIE-LOUÏSE"), "$.patient.birth_given_names",
-     "ins.trait"),
-    ("trait-accent-first-given-name", "10-accents-apostrophes.json",
-     lambda d: d["patient"].update(first_birth_given_name="ZOÉ", birth_given_names="ZOÉ LAETITIA"),
-     "$.patient.first_birth_given_name", "ins.trait"),
-    ("trait-leading-space", "10-accents-apostrophes.json",
-     lambda d: d["patient"].update(birth_family_name=" D'ALMEIDA-LEFEVRE"), "$.patient.birth_family_name",
-     "ins.trait"),
-    ("first-given-name-not-first", "01-biochimie.json",
-     lambda d: d["patient"].update(first_birth_given_name="MARIE-LOUISE"), "$.patient.first_birth_given_name",
-     "ins.trait"),
-    ("birthplace-malformed", "01-biochimie.json",
-     lambda d: d["patient"].update(birthplace_code="5121"), "$.patient.birthplace_code", "birthplace"),
-    ("birth-date-in-the-future", "01-biochimie.json",
-     lambda d: d["patient"].update(birth_date="2025-01-01"), "$.patient.birth_date", "birth-date.future"),
-    ("loinc-malformed", "01-biochimie.json", lambda d: _obs(d).update(loinc="14749"),
-     f"{OBS}.loinc", "loinc"),
-    ("loinc-check-digit", "01-biochimie.json", lambda d: _obs(d).update(loinc="14749-5"),
-     f"{OBS}.loinc", "loinc"),
-    ("chapter-loinc-check-digit", "01-biochimie.json",
-     lambda d: d["chapters"][0].update(code="18719-4"), "$.chapters[0].code", "loinc"),
+    (
+        "ins-wrong-key",
+        "01-biochimie.json",
+        lambda d: d["patient"]["ins"].update(matricule="279035121518988"),
+        "$.patient.ins.matricule",
+        "ins.matricule",
+    ),
+    (
+        "ins-bad-layout",
+        "01-biochimie.json",
+        lambda d: d["patient"]["ins"].update(matricule="2790351215189"),
+        "$.patient.ins.matricule",
+        "ins.matricule",
+    ),
+    (
+        "ins-on-validated-identity",
+        "01-biochimie.json",
+        lambda d: d["patient"].update(identity_status="VALI"),
+        "$.patient.ins",
+        "ins.not-qualified",
+    ),
+    (
+        "ins-on-provisional-identity",
+        "01-biochimie.json",
+        lambda d: d["patient"].update(identity_status="PROV"),
+        "$.patient.ins",
+        "ins.not-qualified",
+    ),
+    (
+        "qualified-without-ins",
+        "01-biochimie.json",
+        lambda d: d["patient"].pop("ins"),
+        "$.patient.ins",
+        "ins.required",
+    ),
+    (
+        "qualified-without-birthplace",
+        "01-biochimie.json",
+        lambda d: d["patient"].pop("birthplace_code"),
+        "$.patient.birthplace_code",
+        "ins.trait",
+    ),
+    (
+        "qualified-without-birth-date",
+        "01-biochimie.json",
+        lambda d: d["patient"].pop("birth_date"),
+        "$.patient.birth_date",
+        "ins.trait",
+    ),
+    (
+        "qualified-with-unknown-sex",
+        "01-biochimie.json",
+        lambda d: d["patient"].update(sex="U"),
+        "$.patient.sex",
+        "ins.trait",
+    ),
+    (
+        "trait-lowercase",
+        "01-biochimie.json",
+        lambda d: d["patient"].update(birth_family_name="Pat-Trois"),
+        "$.patient.birth_family_name",
+        "ins.trait",
+    ),
+    (
+        "trait-accent",
+        "01-biochimie.json",
+        lambda d: d["patient"].update(birth_given_names="DOMINIQUE MARIE-LOUÏSE"),
+        "$.patient.birth_given_names",
+        "ins.trait",
+    ),
+    (
+        "trait-accent-first-given-name",
+        "10-accents-apostrophes.json",
+        lambda d: d["patient"].update(first_birth_given_name="ZOÉ", birth_given_names="ZOÉ LAETITIA"),
+        "$.patient.first_birth_given_name",
+        "ins.trait",
+    ),
+    (
+        "trait-leading-space",
+        "10-accents-apostrophes.json",
+        lambda d: d["patient"].update(birth_family_name=" D'ALMEIDA-LEFEVRE"),
+        "$.patient.birth_family_name",
+        "ins.trait",
+    ),
+    (
+        "first-given-name-not-first",
+        "01-biochimie.json",
+        lambda d: d["patient"].update(first_birth_given_name="MARIE-LOUISE"),
+        "$.patient.first_birth_given_name",
+        "ins.trait",
+    ),
+    (
+        "birthplace-malformed",
+        "01-biochimie.json",
+        lambda d: d["patient"].update(birthplace_code="5121"),
+        "$.patient.birthplace_code",
+        "birthplace",
+    ),
+    (
+        "birth-date-in-the-future",
+        "01-biochimie.json",
+        lambda d: d["patient"].update(birth_date="2025-01-01"),
+        "$.patient.birth_date",
+        "birth-date.future",
+    ),
+    (
+        "loinc-malformed",
+        "01-biochimie.json",
+        lambda d: _obs(d).update(loinc="14749"),
+        f"{OBS}.loinc",
+        "loinc",
+    ),
+    (
+        "loinc-check-digit",
+        "01-biochimie.json",
+        lambda d: _obs(d).update(loinc="14749-5"),
+        f"{OBS}.loinc",
+        "loinc",
+    ),
+    (
+        "chapter-loinc-check-digit",
+        "01-biochimie.json",
+        lambda d: d["chapters"][0].update(code="18719-4"),
+        "$.chapters[0].code",
+        "loinc",
+    ),
     ("missing-biologist", "01-biochimie.json", lambda d: d.pop("biologist"), "$.biologist", "required"),
-    ("ucum-unknown-unit", "01-biochimie.json",
-     lambda d: _obs(d)["value"].update(unit="mmoll"), f"{OBS}.value.unit", "ucum"),
-    ("ucum-french-unit", "01-biochimie.json",
-     lambda d: _obs(d)["value"].update(unit="µmol/l"), f"{OBS}.value.unit", "ucum"),
-    ("ucum-reference-range-unit", "01-biochimie.json",
-     lambda d: _obs(d)["reference_range"].update(unit="xyz"), f"{OBS}.reference_range.unit", "ucum"),
+    (
+        "ucum-unknown-unit",
+        "01-biochimie.json",
+        lambda d: _obs(d)["value"].update(unit="mmoll"),
+        f"{OBS}.value.unit",
+        "ucum",
+    ),
+    (
+        "ucum-french-unit",
+        "01-biochimie.json",
+        lambda d: _obs(d)["value"].update(unit="µmol/l"),
+        f"{OBS}.value.unit",
+        "ucum",
+    ),
+    (
+        "ucum-reference-range-unit",
+        "01-biochimie.json",
+        lambda d: _obs(d)["reference_range"].update(unit="xyz"),
+        f"{OBS}.reference_range.unit",
+        "ucum",
+    ),
     ("chapters-empty", "01-biochimie.json", lambda d: d.update(chapters=[]), "$.chapters", "minItems"),
-    ("chapter-without-batteries", "01-biochimie.json",
-     lambda d: d["chapters"][0].pop("batteries"), "$.chapters[0]", "anyOf"),
-    ("chapter-with-empty-batteries", "01-biochimie.json",
-     lambda d: d["chapters"][0].update(batteries=[]), "$.chapters[0]", "chapter.empty"),
-    ("isolate-without-results", "03-ecbu.json",
-     lambda d: (d["chapters"][0]["isolates"][0].pop("observations"),
-                d["chapters"][0]["isolates"][0].pop("antibiogram")),
-     "$.chapters[0].isolates[0]", "isolate.empty"),
-    ("organism-not-snomed", "03-ecbu.json",
-     lambda d: d["chapters"][0]["isolates"][0]["organism"].update(system="2.16.840.1.113883.3.9471"),
-     "$.chapters[0].isolates[0].organism.system", "snomed"),
-    ("completed-without-value", "01-biochimie.json", lambda d: _obs(d).pop("value"),
-     f"{OBS}.value", "required"),
-    ("unknown-interpretation", "01-biochimie.json",
-     lambda d: _obs(d).update(interpretation="ZZ"), f"{OBS}.interpretation", "value-set.interpretation"),
-    ("unknown-specialty", "01-biochimie.json",
-     lambda d: d["prescriber"].update(specialty="SM26"), "$.prescriber.specialty", "value-set.specialty"),
-    ("unknown-specimen-type", "01-biochimie.json",
-     lambda d: d["specimens"][0].update(type="SERUM"), "$.specimens[0].type", "value-set.specimen_type"),
-    ("rpps-bad-key", "01-biochimie.json",
-     lambda d: d["biologist"].update(rpps="10100012343"), "$.biologist.rpps", "rpps"),
-    ("rpps-copy-recipient", "02-hemogramme.json",
-     lambda d: d["copy_recipients"][0].update(rpps="1010001234"), "$.copy_recipients[0].rpps", "rpps"),
-    ("finess-bad-key", "01-biochimie.json",
-     lambda d: d["laboratory"].update(finess="920000016"), "$.laboratory.finess", "finess"),
-    ("finess-executing-lab", "06-sous-traitance.json",
-     lambda d: d["executing_laboratories"][0].update(finess="950004565"),
-     "$.executing_laboratories[0].finess", "finess"),
-    ("unknown-specimen", "01-biochimie.json",
-     lambda d: d["chapters"][0]["batteries"][0].update(specimens=["S9"]),
-     "$.chapters[0].batteries[0].specimens[0]", "reference"),
-    ("unknown-performed-by", "06-sous-traitance.json",
-     lambda d: d["chapters"][1]["batteries"][0].update(performed_by="BIOSPE-PARIS"),
-     "$.chapters[1].batteries[0].performed_by", "reference"),
-    ("performed-by-without-executing-labs", "06-sous-traitance.json",
-     lambda d: d.pop("executing_laboratories"), "$.chapters[1].batteries[0].performed_by", "reference"),
-    ("duplicate-specimen-id", "01-biochimie.json",
-     lambda d: d["specimens"][1].update(id="S1"), "$.specimens[1].id", "duplicate"),
-    ("version-2-without-replaces", "01-biochimie.json",
-     lambda d: d["document"].update(version=2), "$.document.replaces", "amendment"),
-    ("version-2-without-set-id", "08b-diabete-v2.json",
-     lambda d: d["document"].pop("set_id"), "$.document.set_id", "amendment"),
-    ("replaces-on-version-1", "08b-diabete-v2.json",
-     lambda d: d["document"].update(version=1), "$.document.version", "amendment"),
-    ("replaces-itself", "08b-diabete-v2.json",
-     lambda d: d["document"].update(replaces=d["document"]["id"]), "$.document.replaces", "amendment"),
-    ("version-0", "01-biochimie.json", lambda d: d["document"].update(version=0),
-     "$.document.version", "minimum"),
-    ("datetime-without-offset", "01-biochimie.json",
-     lambda d: d.update(validated_at="2024-01-04T16:05:00"), "$.validated_at", "format"),
-    ("datetime-date-only", "01-biochimie.json",
-     lambda d: d["specimens"][0].update(collected_at="2024-01-04"), "$.specimens[0].collected_at", "format"),
-    ("datetime-impossible", "01-biochimie.json",
-     lambda d: d.update(validated_at="2024-02-30T16:05:00+01:00"), "$.validated_at", "datetime"),
-    ("invalid-date", "01-biochimie.json",
-     lambda d: d["patient"].update(birth_date="1979-02-30"), "$.patient.birth_date", "format"),
-    ("date-in-french-order", "01-biochimie.json",
-     lambda d: d["patient"].update(birth_date="28/03/1979"), "$.patient.birth_date", "format"),
-    ("created-before-validated", "01-biochimie.json",
-     lambda d: d["document"].update(created_at="2024-01-04T16:00:00+01:00"), "$.document.created_at",
-     "chronology"),
-    ("received-before-collected", "01-biochimie.json",
-     lambda d: d["specimens"][0].update(received_at="2024-01-04T07:00:00+01:00"),
-     "$.specimens[0].received_at", "chronology"),
-    ("secret-connection-for-an-adult", "01-biochimie.json",
-     lambda d: d["document"].update(secret_connection=True),
-     "$.document.secret_connection", "secret-connection"),
+    (
+        "chapter-without-batteries",
+        "01-biochimie.json",
+        lambda d: d["chapters"][0].pop("batteries"),
+        "$.chapters[0]",
+        "anyOf",
+    ),
+    (
+        "chapter-with-empty-batteries",
+        "01-biochimie.json",
+        lambda d: d["chapters"][0].update(batteries=[]),
+        "$.chapters[0]",
+        "chapter.empty",
+    ),
+    (
+        "isolate-without-results",
+        "03-ecbu.json",
+        lambda d: (
+            d["chapters"][0]["isolates"][0].pop("observations"),
+            d["chapters"][0]["isolates"][0].pop("antibiogram"),
+        ),
+        "$.chapters[0].isolates[0]",
+        "isolate.empty",
+    ),
+    (
+        "organism-not-snomed",
+        "03-ecbu.json",
+        lambda d: d["chapters"][0]["isolates"][0]["organism"].update(system="2.16.840.1.113883.3.9471"),
+        "$.chapters[0].isolates[0].organism.system",
+        "snomed",
+    ),
+    (
+        "completed-without-value",
+        "01-biochimie.json",
+        lambda d: _obs(d).pop("value"),
+        f"{OBS}.value",
+        "required",
+    ),
+    (
+        "unknown-interpretation",
+        "01-biochimie.json",
+        lambda d: _obs(d).update(interpretation="ZZ"),
+        f"{OBS}.interpretation",
+        "value-set.interpretation",
+    ),
+    (
+        "unknown-specialty",
+        "01-biochimie.json",
+        lambda d: d["prescriber"].update(specialty="SM26"),
+        "$.prescriber.specialty",
+        "value-set.specialty",
+    ),
+    (
+        "unknown-specimen-type",
+        "01-biochimie.json",
+        lambda d: d["specimens"][0].update(type="SERUM"),
+        "$.specimens[0].type",
+        "value-set.specimen_type",
+    ),
+    (
+        "rpps-bad-key",
+        "01-biochimie.json",
+        lambda d: d["biologist"].update(rpps="10100012343"),
+        "$.biologist.rpps",
+        "rpps",
+    ),
+    (
+        "rpps-copy-recipient",
+        "02-hemogramme.json",
+        lambda d: d["copy_recipients"][0].update(rpps="1010001234"),
+        "$.copy_recipients[0].rpps",
+        "rpps",
+    ),
+    (
+        "finess-bad-key",
+        "01-biochimie.json",
+        lambda d: d["laboratory"].update(finess="920000016"),
+        "$.laboratory.finess",
+        "finess",
+    ),
+    (
+        "finess-executing-lab",
+        "06-sous-traitance.json",
+        lambda d: d["executing_laboratories"][0].update(finess="950004565"),
+        "$.executing_laboratories[0].finess",
+        "finess",
+    ),
+    (
+        "unknown-specimen",
+        "01-biochimie.json",
+        lambda d: d["chapters"][0]["batteries"][0].update(specimens=["S9"]),
+        "$.chapters[0].batteries[0].specimens[0]",
+        "reference",
+    ),
+    (
+        "unknown-performed-by",
+        "06-sous-traitance.json",
+        lambda d: d["chapters"][1]["batteries"][0].update(performed_by="BIOSPE-PARIS"),
+        "$.chapters[1].batteries[0].performed_by",
+        "reference",
+    ),
+    (
+        "performed-by-without-executing-labs",
+        "06-sous-traitance.json",
+        lambda d: d.pop("executing_laboratories"),
+        "$.chapters[1].batteries[0].performed_by",
+        "reference",
+    ),
+    (
+        "duplicate-specimen-id",
+        "01-biochimie.json",
+        lambda d: d["specimens"][1].update(id="S1"),
+        "$.specimens[1].id",
+        "duplicate",
+    ),
+    (
+        "version-2-without-replaces",
+        "01-biochimie.json",
+        lambda d: d["document"].update(version=2),
+        "$.document.replaces",
+        "amendment",
+    ),
+    (
+        "version-2-without-set-id",
+        "08b-diabete-v2.json",
+        lambda d: d["document"].pop("set_id"),
+        "$.document.set_id",
+        "amendment",
+    ),
+    (
+        "replaces-on-version-1",
+        "08b-diabete-v2.json",
+        lambda d: d["document"].update(version=1),
+        "$.document.version",
+        "amendment",
+    ),
+    (
+        "replaces-itself",
+        "08b-diabete-v2.json",
+        lambda d: d["document"].update(replaces=d["document"]["id"]),
+        "$.document.replaces",
+        "amendment",
+    ),
+    (
+        "version-0",
+        "01-biochimie.json",
+        lambda d: d["document"].update(version=0),
+        "$.document.version",
+        "minimum",
+    ),
+    (
+        "datetime-without-offset",
+        "01-biochimie.json",
+        lambda d: d.update(validated_at="2024-01-04T16:05:00"),
+        "$.validated_at",
+        "format",
+    ),
+    (
+        "datetime-date-only",
+        "01-biochimie.json",
+        lambda d: d["specimens"][0].update(collected_at="2024-01-04"),
+        "$.specimens[0].collected_at",
+        "format",
+    ),
+    (
+        "datetime-impossible",
+        "01-biochimie.json",
+        lambda d: d.update(validated_at="2024-02-30T16:05:00+01:00"),
+        "$.validated_at",
+        "datetime",
+    ),
+    (
+        "invalid-date",
+        "01-biochimie.json",
+        lambda d: d["patient"].update(birth_date="1979-02-30"),
+        "$.patient.birth_date",
+        "format",
+    ),
+    (
+        "date-in-french-order",
+        "01-biochimie.json",
+        lambda d: d["patient"].update(birth_date="28/03/1979"),
+        "$.patient.birth_date",
+        "format",
+    ),
+    (
+        "created-before-validated",
+        "01-biochimie.json",
+        lambda d: d["document"].update(created_at="2024-01-04T16:00:00+01:00"),
+        "$.document.created_at",
+        "chronology",
+    ),
+    (
+        "received-before-collected",
+        "01-biochimie.json",
+        lambda d: d["specimens"][0].update(received_at="2024-01-04T07:00:00+01:00"),
+        "$.specimens[0].received_at",
+        "chronology",
+    ),
+    (
+        "secret-connection-for-an-adult",
+        "01-biochimie.json",
+        lambda d: d["document"].update(secret_connection=True),
+        "$.document.secret_connection",
+        "secret-connection",
+    ),
     ("wrong-format", "01-biochimie.json", lambda d: d.update(format="crbio.report/2"), "$.format", "format"),
     ("missing-format", "01-biochimie.json", lambda d: d.pop("format"), "$.format", "format"),
-    ("unknown-field", "01-biochimie.json",
-     lambda d: d.update(validated_on=d.pop("validated_at")), "$.validated_on", "unknown-field"),
-    ("unknown-field-in-patient", "01-biochimie.json",
-     lambda d: d["patient"].update(birth_familly_name="PAT-TROIS"), "$.patient.birth_familly_name",
-     "unknown-field"),
-    ("unknown-field-in-value", "01-biochimie.json",
-     lambda d: _obs(d)["value"].update(unti="mmol/L"), f"{OBS}.value.unti", "unknown-field"),
-    ("unknown-value-type", "01-biochimie.json",
-     lambda d: _obs(d)["value"].update(type="number"), f"{OBS}.value.type", "enum"),
-    ("decimal-with-comma", "01-biochimie.json",
-     lambda d: _obs(d)["value"].update(value="4,89"), f"{OBS}.value.value", "oneOf"),
-    ("interval-without-bounds", "09-reanimation-long.json",
-     lambda d: d["chapters"][4]["batteries"][0]["observations"][0].update(value={"type": "interval"}),
-     "$.chapters[4].batteries[0].observations[0].value", "anyOf"),
-    ("ratio-over-zero", "04-serologie.json",
-     lambda d: d["chapters"][0]["batteries"][0]["observations"][2]["value"].update(denominator="0"),
-     "$.chapters[0].batteries[0].observations[2].value.denominator", "ratio"),
-    ("coded-value-code-without-system", "04-serologie.json",
-     lambda d: d["chapters"][0]["batteries"][0]["observations"][0]["value"].pop("system"),
-     "$.chapters[0].batteries[0].observations[0].value", "dependentRequired"),
-    ("observation-without-code", "01-biochimie.json",
-     lambda d: _obs(d).pop("loinc"), OBS, "anyOf"),
-    ("oid-leading-zero", "01-biochimie.json",
-     lambda d: d["laboratory"].update(oid="1.2.250.01.999"), "$.laboratory.oid", "pattern"),
-    ("telecom-not-a-uri", "01-biochimie.json",
-     lambda d: d["laboratory"].update(telecom=["01 74 58 96 07"]), "$.laboratory.telecom[0]", "oneOf"),
+    (
+        "unknown-field",
+        "01-biochimie.json",
+        lambda d: d.update(validated_on=d.pop("validated_at")),
+        "$.validated_on",
+        "unknown-field",
+    ),
+    (
+        "unknown-field-in-patient",
+        "01-biochimie.json",
+        lambda d: d["patient"].update(birth_familly_name="PAT-TROIS"),
+        "$.patient.birth_familly_name",
+        "unknown-field",
+    ),
+    (
+        "unknown-field-in-value",
+        "01-biochimie.json",
+        lambda d: _obs(d)["value"].update(unti="mmol/L"),
+        f"{OBS}.value.unti",
+        "unknown-field",
+    ),
+    (
+        "unknown-value-type",
+        "01-biochimie.json",
+        lambda d: _obs(d)["value"].update(type="number"),
+        f"{OBS}.value.type",
+        "enum",
+    ),
+    (
+        "decimal-with-comma",
+        "01-biochimie.json",
+        lambda d: _obs(d)["value"].update(value="4,89"),
+        f"{OBS}.value.value",
+        "oneOf",
+    ),
+    (
+        "interval-without-bounds",
+        "09-reanimation-long.json",
+        lambda d: d["chapters"][4]["batteries"][0]["observations"][0].update(value={"type": "interval"}),
+        "$.chapters[4].batteries[0].observations[0].value",
+        "anyOf",
+    ),
+    (
+        "ratio-over-zero",
+        "04-serologie.json",
+        lambda d: d["chapters"][0]["batteries"][0]["observations"][2]["value"].update(denominator="0"),
+        "$.chapters[0].batteries[0].observations[2].value.denominator",
+        "ratio",
+    ),
+    (
+        "coded-value-code-without-system",
+        "04-serologie.json",
+        lambda d: d["chapters"][0]["batteries"][0]["observations"][0]["value"].pop("system"),
+        "$.chapters[0].batteries[0].observations[0].value",
+        "dependentRequired",
+    ),
+    ("observation-without-code", "01-biochimie.json", lambda d: _obs(d).pop("loinc"), OBS, "anyOf"),
+    (
+        "oid-leading-zero",
+        "01-biochimie.json",
+        lambda d: d["laboratory"].update(oid="1.2.250.01.999"),
+        "$.laboratory.oid",
+        "pattern",
+    ),
+    (
+        "telecom-not-a-uri",
+        "01-biochimie.json",
+        lambda d: d["laboratory"].update(telecom=["01 74 58 96 07"]),
+        "$.laboratory.telecom[0]",
+        "oneOf",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("name", "mutate", "field", "rule"), [(b[1], b[2], b[3], b[4]) for b in BAD_INPUTS],
-                         ids=[b[0] for b in BAD_INPUTS])
+@pytest.mark.parametrize(
+    ("name", "mutate", "field", "rule"),
+    [(b[1], b[2], b[3], b[4]) for b in BAD_INPUTS],
+    ids=[b[0] for b in BAD_INPUTS],
+)
 def test_bad_input(name: str, mutate: Mutation, field: str, rule: str) -> None:
     data = sample(name)
     mutate(data)
@@ -656,8 +970,11 @@ def test_schema_problems_come_in_document_order() -> None:
     data["chapters"][0]["batteries"][0]["observations"][0]["value"]["unit"] = 7
     data["laboratory"]["name"] = ""
     fields = [p.field for p in invalid(data).problems]
-    assert fields == ["$.laboratory.name", f"{OBS}.value.unit",
-                      "$.chapters[0].batteries[2].observations[1].value.unit"]
+    assert fields == [
+        "$.laboratory.name",
+        f"{OBS}.value.unit",
+        "$.chapters[0].batteries[2].observations[1].value.unit",
+    ]
 
 
 def test_the_matricule_in_error_is_not_quoted() -> None:
@@ -686,7 +1003,7 @@ def test_not_json() -> None:
     assert_no_patient_data(str(caught.value), sample("01-biochimie.json"))
 
 
-@pytest.mark.parametrize("raw", [b"", b"<ClinicalDocument/>", b"{'format': 'crbio.report/1'}", b"{\"a\": }"])
+@pytest.mark.parametrize("raw", [b"", b"<ClinicalDocument/>", b"{'format': 'crbio.report/1'}", b'{"a": }'])
 def test_other_non_json_bytes(raw: bytes) -> None:
     with pytest.raises(InputError) as caught:
         load_report(raw)
@@ -765,8 +1082,10 @@ def test_path_may_be_a_string() -> None:
     [
         ("$.validated_at", lambda d: d.update(validated_at="2024-02-30T16:05:00+01:00")),
         ("$.document.created_at", lambda d: d["document"].update(created_at="2024-01-04T25:10:00+01:00")),
-        ("$.specimens[0].collected_at",
-         lambda d: d["specimens"][0].update(collected_at="2024-01-32T07:35:00+01:00")),
+        (
+            "$.specimens[0].collected_at",
+            lambda d: d["specimens"][0].update(collected_at="2024-01-32T07:35:00+01:00"),
+        ),
     ],
 )
 def test_an_impossible_date_time_gives_one_problem(field: str, mutate: Mutation) -> None:

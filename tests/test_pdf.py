@@ -54,6 +54,7 @@ INTERPRETATION = "2.16.840.1.113883.5.83"
 
 # -- variant reports ---------------------------------------------------------------------------
 
+
 @pytest.fixture
 def base(sample_report: Callable[[str], Report]) -> Report:
     return sample_report("01-biochimie.json")
@@ -61,13 +62,15 @@ def base(sample_report: Callable[[str], Report]) -> Report:
 
 def not_qualified(report: Report) -> Report:
     """A validated identity (ID document checked, no INSi): the INS is known but must not be shown."""
-    return dataclasses.replace(report, patient=dataclasses.replace(
-        report.patient, identity_status=IdentityStatus.VALIDATED))
+    return dataclasses.replace(
+        report, patient=dataclasses.replace(report.patient, identity_status=IdentityStatus.VALIDATED)
+    )
 
 
 def amendment(report: Report) -> Report:
-    document = dataclasses.replace(report.document, id=report.document.id + ".2", version=2,
-                                   replaces=report.document.id)
+    document = dataclasses.replace(
+        report.document, id=report.document.id + ".2", version=2, replaces=report.document.id
+    )
     return dataclasses.replace(report, document=document)
 
 
@@ -80,24 +83,34 @@ def long_report(report: Report, count: int = 300) -> Report:
     template = report.chapters[0].batteries[1].observations[1]  # potassium, with a comment
     observations = []
     for n in range(1, count + 1):
-        observations.append(dataclasses.replace(
-            template,
-            label=f"Analyse n°\u00a0{n:03d}",
-            value=Quantity(Decimal(f"{n}.{n % 10}"), "mmol/L"),
-            interpretation=template.interpretation if n % 7 == 0 else None,
-            comment=f"Commentaire de l’analyse {n:03d} : contrôle à prévoir." if n % 25 == 0 else None,
-            previous=(PreviousResult(Quantity(Decimal(n), "mmol/L"), template.time - timedelta(days=90)),)
-            if n % 3 == 0 else (),
-        ))
+        observations.append(
+            dataclasses.replace(
+                template,
+                label=f"Analyse n°\u00a0{n:03d}",
+                value=Quantity(Decimal(f"{n}.{n % 10}"), "mmol/L"),
+                interpretation=template.interpretation if n % 7 == 0 else None,
+                comment=f"Commentaire de l’analyse {n:03d} : contrôle à prévoir." if n % 25 == 0 else None,
+                previous=(PreviousResult(Quantity(Decimal(n), "mmol/L"), template.time - timedelta(days=90)),)
+                if n % 3 == 0
+                else (),
+            )
+        )
     batteries = tuple(
-        Battery(label=f"Bilan n°\u00a0{i // 12 + 1}", observations=tuple(observations[i:i + 12]),
-                specimens=("S1",))
+        Battery(
+            label=f"Bilan n°\u00a0{i // 12 + 1}",
+            observations=tuple(observations[i : i + 12]),
+            specimens=("S1",),
+        )
         for i in range(0, count, 12)
     )
     chapters = (
         Chapter(report.chapters[0].code, "Biochimie", batteries[: len(batteries) // 2]),
-        Chapter(Code("18723-7", LOINC, "Hématologie"), "Hématologie", batteries[len(batteries) // 2:],
-                comment="Chapitre d’hématologie : numération contrôlée sur lame."),
+        Chapter(
+            Code("18723-7", LOINC, "Hématologie"),
+            "Hématologie",
+            batteries[len(batteries) // 2 :],
+            comment="Chapitre d’hématologie : numération contrôlée sur lame.",
+        ),
     )
     return dataclasses.replace(report, chapters=chapters)
 
@@ -105,23 +118,31 @@ def long_report(report: Report, count: int = 300) -> Report:
 def microbiology(report: Report) -> Report:
     when = report.chapters[0].batteries[0].observations[0].time
 
-    def susceptibility(antibiotic: str, value: IntervalValue | Quantity, code: str,
-                       display: str) -> Observation:
-        return Observation(label=antibiotic, time=when, value=value,
-                           interpretation=Code(code, INTERPRETATION, display))
+    def susceptibility(
+        antibiotic: str, value: IntervalValue | Quantity, code: str, display: str
+    ) -> Observation:
+        return Observation(
+            label=antibiotic, time=when, value=value, interpretation=Code(code, INTERPRETATION, display)
+        )
 
     isolate = Isolate(
         organism=Code("112283007", SNOMED, "Escherichia coli (organism)"),
         label="Escherichia coli",
         time=when,
         specimens=("S1",),
-        observations=(Observation(label="Numération", time=when,
-                                  value=Quantity(Decimal("100000"), "/mL"),
-                                  reference_range=ReferenceRange(high=Quantity(Decimal("1000"), "/mL")),
-                                  interpretation=Code("H", INTERPRETATION, "Anormalement haut")),),
+        observations=(
+            Observation(
+                label="Numération",
+                time=when,
+                value=Quantity(Decimal("100000"), "/mL"),
+                reference_range=ReferenceRange(high=Quantity(Decimal("1000"), "/mL")),
+                interpretation=Code("H", INTERPRETATION, "Anormalement haut"),
+            ),
+        ),
         antibiogram=(
-            susceptibility("Amoxicilline", IntervalValue(low=Quantity(Decimal("32"), "mg/L")), "R",
-                           "Résistant"),
+            susceptibility(
+                "Amoxicilline", IntervalValue(low=Quantity(Decimal("32"), "mg/L")), "R", "Résistant"
+            ),
             susceptibility("Céfotaxime", IntervalValue(high=Quantity(Decimal("1"), "mg/L")), "S", "Sensible"),
             susceptibility("Ciprofloxacine", Quantity(Decimal("0.5"), "mg/L"), "I", "Intermédiaire"),
         ),
@@ -133,7 +154,9 @@ def microbiology(report: Report) -> Report:
 
 def subcontracted(report: Report) -> Report:
     lab = ExecutingLaboratory(
-        key="EXT", finess="950004564", name="Laboratoire Bio-Spécialités Île-de-France",
+        key="EXT",
+        finess="950004564",
+        name="Laboratoire Bio-Spécialités Île-de-France",
         performed_at=report.validated_at - timedelta(hours=2),
         biologist=Professional("10100089019", PersonName("MOREAU-DESCHAMPS", ("Hélène",), suffix="DR")),
     )
@@ -145,20 +168,31 @@ def subcontracted(report: Report) -> Report:
 
 def minor_with_representative(report: Report) -> Report:
     patient = dataclasses.replace(
-        report.patient, birth_date=date(2010, 5, 17),
-        legal_representatives=(LegalRepresentative(
-            PersonName("NESSI", ("Jeanne",), prefix="MME"),
-            address=Address(house_number="28", street_name="avenue de Breteuil", postal_code="75007",
-                            city="Paris"),
-            telecoms=(Telecom("tel:+33147150000", "H"),)),))
+        report.patient,
+        birth_date=date(2010, 5, 17),
+        legal_representatives=(
+            LegalRepresentative(
+                PersonName("NESSI", ("Jeanne",), prefix="MME"),
+                address=Address(
+                    house_number="28", street_name="avenue de Breteuil", postal_code="75007", city="Paris"
+                ),
+                telecoms=(Telecom("tel:+33147150000", "H"),),
+            ),
+        ),
+    )
     return dataclasses.replace(report, patient=patient)
 
 
 def aborted(report: Report) -> Report:
     chapter = report.chapters[0]
     battery = chapter.batteries[1]
-    potassium = dataclasses.replace(battery.observations[1], status=ObservationStatus.ABORTED, value=None,
-                                    interpretation=None, comment="Échantillon hémolysé.")
+    potassium = dataclasses.replace(
+        battery.observations[1],
+        status=ObservationStatus.ABORTED,
+        value=None,
+        interpretation=None,
+        comment="Échantillon hémolysé.",
+    )
     battery = dataclasses.replace(battery, observations=(battery.observations[0], potassium))
     chapter = dataclasses.replace(chapter, batteries=(battery,))
     return dataclasses.replace(report, chapters=(chapter,))
@@ -178,6 +212,7 @@ VARIANTS: dict[str, Callable[[Report], Report]] = {
 
 
 # -- helpers -------------------------------------------------------------------------------------
+
 
 def page_texts(pdf: bytes) -> list[str]:
     """The text of each page, flattened (see flat)."""
@@ -220,6 +255,7 @@ def datamatrices(pdf: bytes, page: int = 0) -> list[bytes]:
 
 # -- PDF/A ---------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_variants_are_pdfa_1b(base: Report, variant: str) -> None:
     pdf = render_pdf(VARIANTS[variant](base))
@@ -254,6 +290,7 @@ def test_fonts_are_the_embedded_dejavu_subsets(base: Report) -> None:
 
 
 # -- INS Datamatrix --------------------------------------------------------------------------------
+
 
 def test_datamatrix_on_page_1_decodes_to_the_exact_payload(base: Report) -> None:
     assert datamatrices(render_pdf(base)) == [ANS_SAMPLE_PAYLOAD.encode("ascii")]
@@ -292,13 +329,16 @@ def test_ins_caption_and_matricule_line(base: Report) -> None:
 
 def provisional(report: Report) -> Report:
     """A provisional identity without INS: the IPP only."""
-    return dataclasses.replace(report, patient=dataclasses.replace(
-        report.patient, identity_status=IdentityStatus.PROVISIONAL, ins=None))
+    return dataclasses.replace(
+        report,
+        patient=dataclasses.replace(report.patient, identity_status=IdentityStatus.PROVISIONAL, ins=None),
+    )
 
 
 @pytest.mark.parametrize("variant", [not_qualified, provisional])
-def test_identity_not_qualified_has_no_ins_anywhere(base: Report,
-                                                    variant: Callable[[Report], Report]) -> None:
+def test_identity_not_qualified_has_no_ins_anywhere(
+    base: Report, variant: Callable[[Report], Report]
+) -> None:
     pdf = render_pdf(variant(base))
     assert datamatrices(pdf) == []
     text = text_of(pdf)
@@ -310,22 +350,63 @@ def test_identity_not_qualified_has_no_ins_anywhere(base: Report,
 
 # -- content -------------------------------------------------------------------------------------
 
+
 def test_header_identity_request_results_and_signature(base: Report) -> None:
     text = text_of(render_pdf(base))
     for expected in (
-        "Laboratoire des Charmes", "FINESS", "920000015", "8-1234", "01 74 58 96 07",
-        "Compte rendu d’examens biologiques", "Édité le 04/01/2024 à 16:10", "Version 1",
+        "Laboratoire des Charmes",
+        "FINESS",
+        "920000015",
+        "8-1234",
+        "01 74 58 96 07",
+        "Compte rendu d’examens biologiques",
+        "Édité le 04/01/2024 à 16:10",
+        "Version 1",
         "1.2.250.1.999.1.1.2024.1001.1",
-        "Nom de naissance", "PAT-TROIS", "Prénom(s) de naissance", "DOMINIQUE MARIE-LOUISE [DOMINIQUE]",
-        "Nom utilisé", "Prénom utilisé", "Dominique", "Sexe", "Féminin", "Date de naissance", "28/03/1979",
-        "Lieu de naissance", "Dompremy", "51215", "IPP", "1234567890121", "avenue de Breteuil",
-        "DR Pascal CHARLES", "10100023455", "03/01/2024 à 10:00", "2024-0001234",
-        "Ambulatoire", "04/01/2024 à 07:35", "Sérum", "08:10",
-        "Biochimie", "Glycémie à jeun", "4,89 mmol/L", "3,89 – 6,00 mmol/L", "5,12 mmol/L", "12/06/2023",
-        "Spectrophotométrie enzyme/vis", "Ionogramme sanguin", "Potassium", "5,6 mmol/L", "↑ H",
-        "Absence d'hémolyse visible.", "Créatinine", "68 µmol/L", "1,73 m²",
-        "Conclusion", "Hyperkaliémie modérée isolée, à contrôler.",
-        "Validé par DR Marcel CAMPARINI", "le 04/01/2024 à 16:05",
+        "Nom de naissance",
+        "PAT-TROIS",
+        "Prénom(s) de naissance",
+        "DOMINIQUE MARIE-LOUISE [DOMINIQUE]",
+        "Nom utilisé",
+        "Prénom utilisé",
+        "Dominique",
+        "Sexe",
+        "Féminin",
+        "Date de naissance",
+        "28/03/1979",
+        "Lieu de naissance",
+        "Dompremy",
+        "51215",
+        "IPP",
+        "1234567890121",
+        "avenue de Breteuil",
+        "DR Pascal CHARLES",
+        "10100023455",
+        "03/01/2024 à 10:00",
+        "2024-0001234",
+        "Ambulatoire",
+        "04/01/2024 à 07:35",
+        "Sérum",
+        "08:10",
+        "Biochimie",
+        "Glycémie à jeun",
+        "4,89 mmol/L",
+        "3,89 – 6,00 mmol/L",
+        "5,12 mmol/L",
+        "12/06/2023",
+        "Spectrophotométrie enzyme/vis",
+        "Ionogramme sanguin",
+        "Potassium",
+        "5,6 mmol/L",
+        "↑ H",
+        "Absence d'hémolyse visible.",
+        "Créatinine",
+        "68 µmol/L",
+        "1,73 m²",
+        "Conclusion",
+        "Hyperkaliémie modérée isolée, à contrôler.",
+        "Validé par DR Marcel CAMPARINI",
+        "le 04/01/2024 à 16:05",
         "Page 1/1",
     ):
         assert expected in text, expected
@@ -361,9 +442,23 @@ def test_no_mention_on_a_validated_first_version(base: Report) -> None:
 
 def test_microbiology_isolate_and_antibiogram(base: Report) -> None:
     text = text_of(render_pdf(microbiology(base)))
-    for expected in ("Microbiologie", "Germe isolé", "Escherichia coli", "Numération", "100 000 /mL",
-                     "Antibiogramme", "Amoxicilline", "≥ 32 mg/L", "Résistant", "Céfotaxime", "≤ 1 mg/L",
-                     "Sensible", "Ciprofloxacine", "0,5 mg/L", "Intermédiaire"):
+    for expected in (
+        "Microbiologie",
+        "Germe isolé",
+        "Escherichia coli",
+        "Numération",
+        "100 000 /mL",
+        "Antibiogramme",
+        "Amoxicilline",
+        "≥ 32 mg/L",
+        "Résistant",
+        "Céfotaxime",
+        "≤ 1 mg/L",
+        "Sensible",
+        "Ciprofloxacine",
+        "0,5 mg/L",
+        "Intermédiaire",
+    ):
         assert expected in text, expected
 
 
@@ -416,11 +511,11 @@ def test_characters_beyond_one_font_subset(base: Report) -> None:
 
 
 def test_characters_the_font_lacks_are_drawn_as_replacement_characters(base: Report) -> None:
-    conclusion = "Résultat 漢字 transmis\tà 10 h \U0001F600 au prescripteur.\r\nFin."
+    conclusion = "Résultat 漢字 transmis\tà 10 h \U0001f600 au prescripteur.\r\nFin."
     pdf = render_pdf(with_conclusion(base, conclusion))
     assert check_pdfa(pdf) == []  # no reference to the .notdef glyph
     # DejaVu has the emoticons but no CJK.
-    assert "Résultat \ufffd\ufffd transmis à 10 h \U0001F600 au prescripteur. Fin." in text_of(pdf)
+    assert "Résultat \ufffd\ufffd transmis à 10 h \U0001f600 au prescripteur. Fin." in text_of(pdf)
 
 
 def test_a_text_taller_than_a_page_is_split_between_lines(base: Report) -> None:
@@ -439,6 +534,7 @@ def test_a_text_taller_than_a_page_is_split_between_lines(base: Report) -> None:
 
 
 # -- pagination ----------------------------------------------------------------------------------
+
 
 def test_long_report_paginates_every_result_once(base: Report) -> None:
     pages = page_texts(render_pdf(long_report(base)))
@@ -470,6 +566,7 @@ def test_rows_are_not_cut_across_pages(base: Report) -> None:
 
 # -- determinism and metadata --------------------------------------------------------------------
 
+
 def test_rendering_is_deterministic(base: Report) -> None:
     assert render_pdf(base) == render_pdf(base)
     long = long_report(base)
@@ -491,8 +588,9 @@ def test_rendering_is_deterministic_across_processes(base: Report, tmp_path: Pat
     )
     sample = Path(__file__).resolve().parents[1] / "samples" / "01-biochimie.json"
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
-    out = subprocess.run([sys.executable, "-c", script, str(sample)], capture_output=True, check=True,
-                         env=env)
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(sample)], capture_output=True, check=True, env=env
+    )
     assert out.stdout == render_pdf(base)
 
 
@@ -506,8 +604,20 @@ def test_metadata_has_no_patient_data(base: Report) -> None:
     assert info["/Creator"].startswith("crbio ")
     assert info["/CreationDate"] == info["/ModDate"] == "D:20240104161000+01'00'"
     patient = report.patient
-    secrets = ["PAT-TROIS", "DOMINIQUE", "Dominique", "MARIE-LOUISE", "279035121518989", "1234567890121",
-               "1979", "51215", "Breteuil", "NESSI", "CHARLES", "CAMPARINI"]
+    secrets = [
+        "PAT-TROIS",
+        "DOMINIQUE",
+        "Dominique",
+        "MARIE-LOUISE",
+        "279035121518989",
+        "1234567890121",
+        "1979",
+        "51215",
+        "Breteuil",
+        "NESSI",
+        "CHARLES",
+        "CAMPARINI",
+    ]
     assert patient.ins is not None
     for secret in secrets:
         assert secret not in xmp, secret
@@ -545,8 +655,17 @@ def test_printed_values_are_the_model_display(base: Report) -> None:
     from crbio.documents.pdf.french import value_text
 
     values = [o.value for o in microbiology(long_report(base, 60)).observations() if o.value is not None]
-    values += [Quantity(Decimal(v), u) for v, u in (("120000", "10*9/L"), ("-0.5", "1"), ("7.40", "[pH]"),
-                                                    ("12", "ug/L"), ("3", "{ratio}"), ("0.003", "[IU]/mL"))]
+    values += [
+        Quantity(Decimal(v), u)
+        for v, u in (
+            ("120000", "10*9/L"),
+            ("-0.5", "1"),
+            ("7.40", "[pH]"),
+            ("12", "ug/L"),
+            ("3", "{ratio}"),
+            ("0.003", "[IU]/mL"),
+        )
+    ]
     for value in values:
         assert value_text(value) == value.display()
 
@@ -554,11 +673,19 @@ def test_printed_values_are_the_model_display(base: Report) -> None:
 def test_coded_and_text_values(base: Report) -> None:
     chapter = base.chapters[0]
     battery = chapter.batteries[0]
-    coded = dataclasses.replace(battery.observations[0], label="Recherche d’antigène",
-                                value=CodedValue("Positif"), reference_range=ReferenceRange(text="Négatif"),
-                                interpretation=Code("POS", INTERPRETATION, "Positif"))
-    report = dataclasses.replace(base, chapters=(dataclasses.replace(
-        chapter, batteries=(dataclasses.replace(battery, observations=(coded,)),)),))
+    coded = dataclasses.replace(
+        battery.observations[0],
+        label="Recherche d’antigène",
+        value=CodedValue("Positif"),
+        reference_range=ReferenceRange(text="Négatif"),
+        interpretation=Code("POS", INTERPRETATION, "Positif"),
+    )
+    report = dataclasses.replace(
+        base,
+        chapters=(
+            dataclasses.replace(chapter, batteries=(dataclasses.replace(battery, observations=(coded,)),)),
+        ),
+    )
     text = text_of(render_pdf(report))
     assert "Recherche d’antigène" in text and "Positif" in text and "Négatif" in text
     assert "POS" in text

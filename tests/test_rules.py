@@ -73,17 +73,20 @@ def pdf_not_base64(root: etree._Element) -> None:
     root.find(".//h:observationMedia/h:value", NS).text = "***"
 
 
-@pytest.mark.parametrize(("change", "rule"), [
-    (set_id_extension, "id.dmp-unique-id"),
-    (drop_related_document, "version.replaces"),
-    (bad_ins_key, "ins.matricule"),
-    (dangling_reference, "narrative.reference"),
-    (narrative_disagrees, "narrative.agreement"),
-    (bad_loinc, "loinc"),
-    (bad_unit, "ucum"),
-    (pdf_not_pdf, "pdf.version"),
-    (pdf_not_base64, "pdf.base64"),
-])
+@pytest.mark.parametrize(
+    ("change", "rule"),
+    [
+        (set_id_extension, "id.dmp-unique-id"),
+        (drop_related_document, "version.replaces"),
+        (bad_ins_key, "ins.matricule"),
+        (dangling_reference, "narrative.reference"),
+        (narrative_disagrees, "narrative.agreement"),
+        (bad_loinc, "loinc"),
+        (bad_unit, "ucum"),
+        (pdf_not_pdf, "pdf.version"),
+        (pdf_not_base64, "pdf.base64"),
+    ],
+)
 def test_each_rule_catches_its_defect(n3: bytes, change: Callable[[etree._Element], None], rule: str) -> None:
     assert rule in rules_of(mutate(n3, change))
 

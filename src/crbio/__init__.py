@@ -58,7 +58,29 @@ _EXPORTS = {
     "ValidationFailed": "crbio.errors",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "BuildContext",
+    "BuildError",
+    "ConfigurationError",
+    "CrbioError",
+    "Documents",
+    "Finding",
+    "FixedClock",
+    "InputError",
+    "InvalidReport",
+    "Problem",
+    "Report",
+    "SequenceIds",
+    "SystemClock",
+    "UuidOids",
+    "ValidationFailed",
+    "ValidationReport",
+    "build",
+    "load_report",
+    "render_html",
+    "report_from_mapping",
+    "validate_document",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -24,8 +24,8 @@ def write_atomically(directory: Path, files: Mapping[str, bytes]) -> list[Path]:
             final = directory / name
             if final.parent != directory:  # a name must not climb out of the directory
                 raise ValueError(f"file name {name!r} is not a plain name")
-            fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
-            staged.append((Path(tmp), final))
+            fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
+            staged.append((Path(tmp_name), final))
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
                 handle.flush()

@@ -13,10 +13,14 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from crbio import __version__
 from crbio._files import write_atomically
 from crbio.errors import ConfigurationError, CrbioError, InputError, InvalidReport, ValidationFailed
+
+if TYPE_CHECKING:
+    from crbio.validation.anskit import AnsKit
 
 __all__ = ["main"]
 
@@ -63,26 +67,41 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="log details and show tracebacks")
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
-    build = commands.add_parser("build", help="build the documents of validated reports",
-                                description="Build the CDA R2 N3, the PDF/A-1b and the CDA R2 N1 of each "
-                                "report (crbio JSON format) into OUTDIR, as <name>.n3.xml, <name>.n1.xml "
-                                "and <name>.pdf.")
+    build = commands.add_parser(
+        "build",
+        help="build the documents of validated reports",
+        description="Build the CDA R2 N3, the PDF/A-1b and the CDA R2 N1 of each "
+        "report (crbio JSON format) into OUTDIR, as <name>.n3.xml, <name>.n1.xml "
+        "and <name>.pdf.",
+    )
     build.add_argument("inputs", nargs="*", type=Path, metavar="REPORT.json")
     build.add_argument("--samples", action="store_true", help="build the sample reports bundled with crbio")
     build.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR")
-    build.add_argument("--stylesheet", metavar="HREF",
-                       help="href of the XSL stylesheet the documents point to (default: the laboratory's, "
-                       "else crbio's own, written beside the documents)")
-    build.add_argument("--ans-kit", type=Path, metavar="DIR",
-                       help="also check the documents with the official ANS kit (TestContenuCDA) in DIR")
+    build.add_argument(
+        "--stylesheet",
+        metavar="HREF",
+        help="href of the XSL stylesheet the documents point to (default: the laboratory's, "
+        "else crbio's own, written beside the documents)",
+    )
+    build.add_argument(
+        "--ans-kit",
+        type=Path,
+        metavar="DIR",
+        help="also check the documents with the official ANS kit (TestContenuCDA) in DIR",
+    )
     build.set_defaults(run=_build)
 
-    validate = commands.add_parser("validate", help="validate CR-Bio CDA documents",
-                                   description="Check CDA documents against the official CDA XSD and crbio's "
-                                   "rules, the embedded PDF against PDF/A-1b, and with --ans-kit the "
-                                   "official ANS schematrons.")
+    validate = commands.add_parser(
+        "validate",
+        help="validate CR-Bio CDA documents",
+        description="Check CDA documents against the official CDA XSD and crbio's "
+        "rules, the embedded PDF against PDF/A-1b, and with --ans-kit the "
+        "official ANS schematrons.",
+    )
     validate.add_argument("files", nargs="+", type=Path, metavar="FILE.xml")
-    validate.add_argument("--ans-kit", type=Path, metavar="DIR", help="the ANS kit (TestContenuCDA) directory")
+    validate.add_argument(
+        "--ans-kit", type=Path, metavar="DIR", help="the ANS kit (TestContenuCDA) directory"
+    )
     validate.add_argument("--no-pdfa", action="store_true", help="do not check the embedded PDF")
     validate.add_argument("--format", choices=("text", "json"), default="text")
     validate.set_defaults(run=_validate)
@@ -90,7 +109,9 @@ def _parser() -> argparse.ArgumentParser:
     render = commands.add_parser("render", help="render a CDA document as HTML through its stylesheet")
     render.add_argument("file", type=Path, metavar="FILE.xml")
     render.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.html")
-    render.add_argument("--stylesheet", type=Path, metavar="XSL", help="stylesheet to apply (default: crbio's)")
+    render.add_argument(
+        "--stylesheet", type=Path, metavar="XSL", help="stylesheet to apply (default: crbio's)"
+    )
     render.set_defaults(run=_render)
     return parser
 
@@ -99,7 +120,7 @@ def _error(message: str) -> None:
     print(f"crbio: {message}", file=sys.stderr)
 
 
-def _ans_kit(directory: Path | None) -> object | None:
+def _ans_kit(directory: Path | None) -> AnsKit | None:
     if directory is None:
         return None
     from crbio.validation.anskit import AnsKit

@@ -108,4 +108,3 @@ def build(
                 raise ValidationFailed(outcome)
     log.info("built document %s (version %s)", documents.document_id, resolved.document.version)
     return documents
-

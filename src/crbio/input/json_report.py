@@ -101,8 +101,9 @@ def load_report(source: str | Path | bytes) -> Report:
     except UnicodeDecodeError as e:
         raise InputError(f"input is not UTF-8 (byte {e.start})", code="input.encoding") from e
     except json.JSONDecodeError as e:
-        raise InputError(f"input is not JSON: {e.msg} at line {e.lineno}, column {e.colno}",
-                         code="input.not-json") from e
+        raise InputError(
+            f"input is not JSON: {e.msg} at line {e.lineno}, column {e.colno}", code="input.not-json"
+        ) from e
     if not isinstance(data, dict):
         raise InvalidReport([Problem("$", "type", "must be a JSON object")])
     return report_from_mapping(data)
@@ -156,7 +157,7 @@ def _schema_problems(data: Mapping[str, Any]) -> list[Problem]:
     if data.get("format") != FORMAT:
         found = data.get("format")
         hint = "missing" if found is None else "not supported"
-        return [Problem("$.format", "format", f"{hint}: this crbio reads format \"{FORMAT}\"")]
+        return [Problem("$.format", "format", f'{hint}: this crbio reads format "{FORMAT}"')]
     try:
         _gate()(data)
         return []
@@ -183,15 +184,20 @@ def _problem_from(error: jsonschema.ValidationError) -> Problem:
     path = error.json_path
     schema = error.schema if isinstance(error.schema, Mapping) else {}
     rule = str(error.validator)
+    expected: Any = error.validator_value
+    instance: Any = error.instance
     if rule == "required":
-        instance = error.instance if isinstance(error.instance, Mapping) else {}
-        missing = [k for k in error.validator_value if k not in instance]
+        present = instance if isinstance(instance, Mapping) else {}
+        missing = [k for k in expected if k not in present]
         return Problem(_join(path, missing[0] if missing else "?"), "required", "is required")
     if rule == "additionalProperties":
         allowed = set(schema.get("properties", {}))
-        extra = sorted(k for k in error.instance if k not in allowed)
-        return Problem(_join(path, extra[0]) if extra else path, "unknown-field",
-                       "is not a field of this format (misspelt?)")
+        extra = sorted(k for k in instance if k not in allowed)
+        return Problem(
+            _join(path, extra[0]) if extra else path,
+            "unknown-field",
+            "is not a field of this format (misspelt?)",
+        )
     if rule == "pattern" and "format" in schema:
         # Dates carry both a pattern and a format; the format is only checked when an optional
         # checker (rfc3339-validator) is installed, so name the rule after the declared format
@@ -201,13 +207,12 @@ def _problem_from(error: jsonschema.ValidationError) -> Problem:
     if custom:
         return Problem(path, rule, str(custom))
     if rule == "type":
-        expected = error.validator_value
-        expected = " or ".join(expected) if isinstance(expected, list) else expected
-        return Problem(path, "type", f"must be of type {expected}")
+        kinds = " or ".join(expected) if isinstance(expected, list) else expected
+        return Problem(path, "type", f"must be of type {kinds}")
     if rule == "enum":
-        return Problem(path, "enum", "must be one of: " + ", ".join(map(str, error.validator_value)))
+        return Problem(path, "enum", "must be one of: " + ", ".join(map(str, expected)))
     if rule == "const":
-        return Problem(path, "const", f"must be {error.validator_value!r}")
+        return Problem(path, "const", f"must be {expected!r}")
     if rule in ("minItems", "minLength"):
         return Problem(path, rule, "must not be empty")
     if rule in ("maxItems", "maxLength"):
@@ -380,8 +385,7 @@ class _Reader:
             suffix=data.get("suffix"),
         )
 
-    def each(self, items: Sequence[Any] | None, field: str,
-             read: Callable[[Any, str], T]) -> tuple[T, ...]:
+    def each(self, items: Sequence[Any] | None, field: str, read: Callable[[Any, str], T]) -> tuple[T, ...]:
         return tuple(read(item, f"{field}[{i}]") for i, item in enumerate(items or ()))
 
     # actors
@@ -393,8 +397,9 @@ class _Reader:
             self.problem(f"{field}.rpps", "rpps", reason)
         specialty = None
         if "specialty" in data:
-            specialty = self.coded("specialty", data["specialty"], f"{field}.specialty",
-                                   "profession/specialty (TRE_R38)")
+            specialty = self.coded(
+                "specialty", data["specialty"], f"{field}.specialty", "profession/specialty (TRE_R38)"
+            )
         return Professional(
             rpps=rpps,
             name=self.name(data["name"]),
@@ -420,10 +425,18 @@ class _Reader:
             address=address,
             telecoms=self.telecoms(data["telecom"]),
             oid=self.oid(data["oid"], f"{field}.oid"),
-            practice_setting=self.coded("practice_setting", data["practice_setting"],
-                                        f"{field}.practice_setting", "cadre d'exercice (TRE_A01)"),
-            facility_type=self.coded("facility_type", data.get("facility_type", "SA25"),
-                                     f"{field}.facility_type", "modalité d'exercice (TRE_R02)"),
+            practice_setting=self.coded(
+                "practice_setting",
+                data["practice_setting"],
+                f"{field}.practice_setting",
+                "cadre d'exercice (TRE_A01)",
+            ),
+            facility_type=self.coded(
+                "facility_type",
+                data.get("facility_type", "SA25"),
+                f"{field}.facility_type",
+                "modalité d'exercice (TRE_R02)",
+            ),
             accreditation=data.get("accreditation"),
             stylesheet=data.get("stylesheet"),
         )
@@ -443,8 +456,13 @@ class _Reader:
             biologist=self.professional(biologist, f"{field}.biologist") if biologist else None,
             address=self.address(data.get("address")),
             telecoms=self.telecoms(data.get("telecom")),
-            practice_setting=(self.coded("practice_setting", setting, f"{field}.practice_setting",
-                                         "cadre d'exercice (TRE_A01)") if setting else None),
+            practice_setting=(
+                self.coded(
+                    "practice_setting", setting, f"{field}.practice_setting", "cadre d'exercice (TRE_A01)"
+                )
+                if setting
+                else None
+            ),
         )
 
     # patient
@@ -459,18 +477,26 @@ class _Reader:
                 self.problem(f"{field}.ins.matricule", "ins.matricule", reason)
             ins = Ins(matricule=matricule, oid=data["ins"]["oid"])
             if status is not IdentityStatus.QUALIFIED:
-                self.problem(f"{field}.ins", "ins.not-qualified",
-                             f"an INS may only be written for a qualified identity (status is {status.value}); "
-                             "leave it out, the local IPP identifies the patient")
+                self.problem(
+                    f"{field}.ins",
+                    "ins.not-qualified",
+                    f"an INS may only be written for a qualified identity (status is {status.value}); "
+                    "leave it out, the local IPP identifies the patient",
+                )
         elif status is IdentityStatus.QUALIFIED:
             self.problem(f"{field}.ins", "ins.required", "is required for a qualified identity (QUAL)")
-        birth_date = self.read_date(data["birth_date"], f"{field}.birth_date") if "birth_date" in data else None
+        birth_date = (
+            self.read_date(data["birth_date"], f"{field}.birth_date") if "birth_date" in data else None
+        )
         if birth_date is not None and self.parsed("$.validated_at") and birth_date > at.date():
             self.problem(f"{field}.birth_date", "birth-date.future", "is after the validation date")
         birthplace = data.get("birthplace_code")
         if birthplace is not None and not _BIRTHPLACE.fullmatch(birthplace):
-            self.problem(f"{field}.birthplace_code", "birthplace",
-                         "must be an INSEE (COG) code of 5 characters (99xxx for a birth abroad)")
+            self.problem(
+                f"{field}.birthplace_code",
+                "birthplace",
+                "must be an INSEE (COG) code of 5 characters (99xxx for a birth abroad)",
+            )
         sex = Sex(data["sex"])
         if status is IdentityStatus.QUALIFIED:
             self.ins_traits(data, field, sex, birth_date, birthplace)
@@ -490,14 +516,18 @@ class _Reader:
             address=self.address(data.get("address")),
             telecoms=self.telecoms(data.get("telecom")),
             legal_representatives=self.each(
-                data.get("legal_representatives"), f"{field}.legal_representatives",
-                lambda r, _: LegalRepresentative(self.name(r["name"]), self.address(r.get("address")),
-                                                 self.telecoms(r.get("telecom")))),
+                data.get("legal_representatives"),
+                f"{field}.legal_representatives",
+                lambda r, _: LegalRepresentative(
+                    self.name(r["name"]), self.address(r.get("address")), self.telecoms(r.get("telecom"))
+                ),
+            ),
             oppositions=Oppositions(**data.get("oppositions", {})),
         )
 
-    def ins_traits(self, data: Mapping[str, Any], field: str, sex: Sex,
-                   birth_date: date | None, birthplace: str | None) -> None:
+    def ins_traits(
+        self, data: Mapping[str, Any], field: str, sex: Sex, birth_date: date | None, birthplace: str | None
+    ) -> None:
         """When the INS is written, every INS trait is mandatory and must be as INSi returns it."""
         if birth_date is None:
             self.problem(f"{field}.birth_date", "ins.trait", "is required when the INS is written")
@@ -507,12 +537,16 @@ class _Reader:
             self.problem(f"{field}.sex", "ins.trait", "must be M or F when the INS is written")
         for trait in ("birth_family_name", "first_birth_given_name", "birth_given_names"):
             if not _INSI_TRAIT.fullmatch(data[trait]):
-                self.problem(f"{field}.{trait}", "ins.trait",
-                             "must be written as INSi returns it: capitals A-Z, space, hyphen, apostrophe")
+                self.problem(
+                    f"{field}.{trait}",
+                    "ins.trait",
+                    "must be written as INSi returns it: capitals A-Z, space, hyphen, apostrophe",
+                )
         given = data["birth_given_names"].split(" ")
         if data["first_birth_given_name"] != given[0]:
-            self.problem(f"{field}.first_birth_given_name", "ins.trait",
-                         "must be the first of the birth given names")
+            self.problem(
+                f"{field}.first_birth_given_name", "ins.trait", "must be the first of the birth given names"
+            )
 
     # specimens and results
 
@@ -522,9 +556,14 @@ class _Reader:
             self.problem(f"{field}.id", "duplicate", "is used by another specimen")
         self.specimen_keys.add(key)
         collected = self.read_datetime(data["collected_at"], f"{field}.collected_at")
-        received = self.read_datetime(data["received_at"], f"{field}.received_at") if "received_at" in data else None
-        if (received is not None and self.parsed(f"{field}.received_at", f"{field}.collected_at")
-                and received < collected):
+        received = (
+            self.read_datetime(data["received_at"], f"{field}.received_at") if "received_at" in data else None
+        )
+        if (
+            received is not None
+            and self.parsed(f"{field}.received_at", f"{field}.collected_at")
+            and received < collected
+        ):
             self.problem(f"{field}.received_at", "chronology", "is before collected_at")
         return Specimen(
             key=key,
@@ -573,8 +612,12 @@ class _Reader:
         low = data.get("low")
         high = data.get("high")
         interval = IntervalValue(
-            low=self.quantity(low["value"], low.get("unit"), f"{field}.low.value", f"{field}.low.unit") if low else None,
-            high=self.quantity(high["value"], high.get("unit"), f"{field}.high.value", f"{field}.high.unit") if high else None,
+            low=self.quantity(low["value"], low.get("unit"), f"{field}.low.value", f"{field}.low.unit")
+            if low
+            else None,
+            high=self.quantity(high["value"], high.get("unit"), f"{field}.high.value", f"{field}.high.unit")
+            if high
+            else None,
             low_inclusive=data.get("low_inclusive", True),
             high_inclusive=data.get("high_inclusive", True),
         )
@@ -598,50 +641,75 @@ class _Reader:
         return ReferenceRange(low=low, high=high, text=data.get("text"))
 
     def observation(self, data: Mapping[str, Any], field: str, default_time: datetime) -> Observation:
-        code = self.loinc(data["loinc"], data.get("loinc_display", data["label"]), f"{field}.loinc") \
-            if "loinc" in data else None
+        code = (
+            self.loinc(data["loinc"], data.get("loinc_display", data["label"]), f"{field}.loinc")
+            if "loinc" in data
+            else None
+        )
         status = ObservationStatus(data.get("status", "completed"))
         value = self.value(data["value"], f"{field}.value") if "value" in data else None
         if value is None and status is ObservationStatus.COMPLETED:
-            self.problem(f"{field}.value", "required",
-                         "is required for a completed result (use status \"aborted\" for a result not obtained)")
+            self.problem(
+                f"{field}.value",
+                "required",
+                'is required for a completed result (use status "aborted" for a result not obtained)',
+            )
         interpretation = None
         if "interpretation" in data:
-            interpretation = self.coded("interpretation", data["interpretation"], f"{field}.interpretation",
-                                        "result interpretation (HL7 ObservationInterpretation)")
+            interpretation = self.coded(
+                "interpretation",
+                data["interpretation"],
+                f"{field}.interpretation",
+                "result interpretation (HL7 ObservationInterpretation)",
+            )
         method = None
         if "method" in data:
             m = data["method"]
             if "code" in m and "system" not in m:
                 self.problem(f"{field}.method.system", "required", "is required with a method code")
-            method = Code(m.get("code", ""), self.oid(m["system"], f"{field}.method.system") if "system" in m else "",
-                          m["display"])
+            method = Code(
+                m.get("code", ""),
+                self.oid(m["system"], f"{field}.method.system") if "system" in m else "",
+                m["display"],
+            )
         return Observation(
             label=data["label"],
             time=self.read_datetime(data["time"], f"{field}.time") if "time" in data else default_time,
             code=code,
             local_code=self.code(data["local_code"], f"{field}.local_code") if "local_code" in data else None,
             value=value,
-            reference_range=(self.reference_range(data["reference_range"], value, f"{field}.reference_range")
-                             if "reference_range" in data else None),
+            reference_range=(
+                self.reference_range(data["reference_range"], value, f"{field}.reference_range")
+                if "reference_range" in data
+                else None
+            ),
             interpretation=interpretation,
             method=method,
             status=status,
             comment=data.get("comment"),
             previous=self.each(
-                data.get("previous"), f"{field}.previous",
-                lambda p, f: PreviousResult(self.value(p["value"], f"{f}.value"),
-                                            self.read_datetime(p["time"], f"{f}.time"))),
+                data.get("previous"),
+                f"{field}.previous",
+                lambda p, f: PreviousResult(
+                    self.value(p["value"], f"{f}.value"), self.read_datetime(p["time"], f"{f}.time")
+                ),
+            ),
         )
 
     def battery(self, data: Mapping[str, Any], field: str, default_time: datetime) -> Battery:
         specimens, lab = self.refs(data, field)
         return Battery(
             label=data["label"],
-            observations=self.each(data["observations"], f"{field}.observations",
-                                   lambda o, f: self.observation(o, f, default_time)),
-            code=(self.loinc(data["loinc"], data.get("loinc_display", data["label"]), f"{field}.loinc")
-                  if "loinc" in data else None),
+            observations=self.each(
+                data["observations"],
+                f"{field}.observations",
+                lambda o, f: self.observation(o, f, default_time),
+            ),
+            code=(
+                self.loinc(data["loinc"], data.get("loinc_display", data["label"]), f"{field}.loinc")
+                if "loinc" in data
+                else None
+            ),
             specimens=specimens,
             performed_by=lab,
             comment=data.get("comment"),
@@ -651,8 +719,9 @@ class _Reader:
         specimens, lab = self.refs(data, field)
         organism = self.code(data["organism"], f"{field}.organism")
         if organism.system != SNOMED_OID:
-            self.problem(f"{field}.organism.system", "snomed",
-                         f"an organism is coded in SNOMED CT ({SNOMED_OID})")
+            self.problem(
+                f"{field}.organism.system", "snomed", f"an organism is coded in SNOMED CT ({SNOMED_OID})"
+            )
         time = self.read_datetime(data["time"], f"{field}.time") if "time" in data else default_time
         if not data.get("observations") and not data.get("antibiogram"):
             self.problem(field, "isolate.empty", "an isolate needs observations or an antibiogram")
@@ -660,10 +729,12 @@ class _Reader:
             organism=organism,
             label=data["label"],
             time=time,
-            observations=self.each(data.get("observations"), f"{field}.observations",
-                                   lambda o, f: self.observation(o, f, time)),
-            antibiogram=self.each(data.get("antibiogram"), f"{field}.antibiogram",
-                                  lambda o, f: self.observation(o, f, time)),
+            observations=self.each(
+                data.get("observations"), f"{field}.observations", lambda o, f: self.observation(o, f, time)
+            ),
+            antibiogram=self.each(
+                data.get("antibiogram"), f"{field}.antibiogram", lambda o, f: self.observation(o, f, time)
+            ),
             specimens=specimens,
             performed_by=lab,
             comment=data.get("comment"),
@@ -675,10 +746,12 @@ class _Reader:
         return Chapter(
             code=self.loinc(data["code"], data.get("display", data["title"]), f"{field}.code"),
             title=data["title"],
-            batteries=self.each(data.get("batteries"), f"{field}.batteries",
-                                lambda b, f: self.battery(b, f, default_time)),
-            isolates=self.each(data.get("isolates"), f"{field}.isolates",
-                               lambda i, f: self.isolate(i, f, default_time)),
+            batteries=self.each(
+                data.get("batteries"), f"{field}.batteries", lambda b, f: self.battery(b, f, default_time)
+            ),
+            isolates=self.each(
+                data.get("isolates"), f"{field}.isolates", lambda i, f: self.isolate(i, f, default_time)
+            ),
             comment=data.get("comment"),
         )
 
@@ -692,13 +765,21 @@ class _Reader:
         if replaces is not None:
             self.oid(replaces, f"{field}.replaces")
         if version > 1 and replaces is None:
-            self.problem(f"{field}.replaces", "amendment",
-                         "is required when version > 1: the id of the version this one replaces")
+            self.problem(
+                f"{field}.replaces",
+                "amendment",
+                "is required when version > 1: the id of the version this one replaces",
+            )
         if version > 1 and set_id is None:
-            self.problem(f"{field}.set_id", "amendment",
-                         "is required when version > 1: the set id shared with the replaced version")
+            self.problem(
+                f"{field}.set_id",
+                "amendment",
+                "is required when version > 1: the set id shared with the replaced version",
+            )
         if replaces is not None and version == 1:
-            self.problem(f"{field}.version", "amendment", "must be above 1 for a version that replaces another")
+            self.problem(
+                f"{field}.version", "amendment", "must be above 1 for a version that replaces another"
+            )
         if replaces is not None and replaces == doc_id:
             self.problem(f"{field}.replaces", "amendment", "must differ from the id of this version")
         masking = data.get("masking", {})
@@ -707,7 +788,9 @@ class _Reader:
             set_id=set_id,
             version=version,
             replaces=replaces,
-            created_at=self.read_datetime(data["created_at"], f"{field}.created_at") if "created_at" in data else None,
+            created_at=self.read_datetime(data["created_at"], f"{field}.created_at")
+            if "created_at" in data
+            else None,
             confidentiality=Confidentiality(data.get("confidentiality", "N")),
             masking=Masking(**masking),
             secret_connection=data.get("secret_connection", False),
@@ -717,16 +800,23 @@ class _Reader:
     def report(self, data: Mapping[str, Any]) -> Report | None:
         document = self.document(data.get("document", {}), "$.document")
         validated_at = self.read_datetime(data["validated_at"], "$.validated_at")
-        if (document.created_at is not None and self.parsed("$.document.created_at", "$.validated_at")
-                and document.created_at < validated_at):
+        if (
+            document.created_at is not None
+            and self.parsed("$.document.created_at", "$.validated_at")
+            and document.created_at < validated_at
+        ):
             self.problem("$.document.created_at", "chronology", "is before validated_at")
         specimens = self.each(data["specimens"], "$.specimens", self.specimen)
-        executing = self.each(data.get("executing_laboratories"), "$.executing_laboratories",
-                              self.executing_laboratory)
+        executing = self.each(
+            data.get("executing_laboratories"), "$.executing_laboratories", self.executing_laboratory
+        )
         chapters = self.each(data["chapters"], "$.chapters", lambda c, f: self.chapter(c, f, validated_at))
         encounter_data = data.get("encounter", {})
-        start = (self.read_datetime(encounter_data["start"], "$.encounter.start") if "start" in encounter_data
-                 else min(s.collected_at for s in specimens))
+        start = (
+            self.read_datetime(encounter_data["start"], "$.encounter.start")
+            if "start" in encounter_data
+            else min(s.collected_at for s in specimens)
+        )
         encounter = Encounter(
             kind=self.coded("encounter", encounter_data.get("kind", "AMB"), "$.encounter.kind", "encounter"),
             start=start,
@@ -745,14 +835,22 @@ class _Reader:
             copy_recipients=self.each(data.get("copy_recipients"), "$.copy_recipients", self.professional),
             executing_laboratories=executing,
             order_id=self.identifier(data["order_id"], "$.order_id") if "order_id" in data else None,
-            prescribed_at=(self.read_datetime(data["prescribed_at"], "$.prescribed_at")
-                           if "prescribed_at" in data else None),
+            prescribed_at=(
+                self.read_datetime(data["prescribed_at"], "$.prescribed_at")
+                if "prescribed_at" in data
+                else None
+            ),
             conclusion=data.get("conclusion"),
             comments=tuple(data.get("comments", ())),
         )
-        if (report.document.secret_connection and self.parsed("$.validated_at")
-                and not report.patient.is_minor_at(validated_at)):
-            self.problem("$.document.secret_connection", "secret-connection",
-                         "a secret connection is only for a minor patient")
+        if (
+            report.document.secret_connection
+            and self.parsed("$.validated_at")
+            and not report.patient.is_minor_at(validated_at)
+        ):
+            self.problem(
+                "$.document.secret_connection",
+                "secret-connection",
+                "a secret connection is only for a minor patient",
+            )
         return report
-

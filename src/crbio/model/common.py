@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 from decimal import Decimal
+from functools import lru_cache
 
 __all__ = [
     "Address",
@@ -76,7 +76,7 @@ class Telecom:
 
     @property
     def scheme(self) -> str:
-        """The URI scheme: ``tel``, ``fax``, ``mailto``…"""
+        """The URI scheme: ``tel``, ``fax``, ``mailto``, etc."""
         return self.uri.split(":", 1)[0]
 
     @property
@@ -143,6 +143,14 @@ _SUPERSCRIPT = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")
 _UNIT_DISPLAY = tuple(
     [(f"10*{n}", "10" + str(n).translate(_SUPERSCRIPT)) for n in range(15, 0, -1)]
     + [(f"10^{n}", "10" + str(n).translate(_SUPERSCRIPT)) for n in range(15, 0, -1)]
-    + [("{1.73_m2}", "1,73\u00a0m²"), ("ug", "µg"), ("umol", "µmol"), ("uL", "µL"), ("[IU]", "UI"),
-       ("[iU]", "UI"), ("{", ""), ("}", "")]
+    + [
+        ("{1.73_m2}", "1,73\u00a0m²"),
+        ("ug", "µg"),
+        ("umol", "µmol"),
+        ("uL", "µL"),
+        ("[IU]", "UI"),
+        ("[iU]", "UI"),
+        ("{", ""),
+        ("}", ""),
+    ]
 )

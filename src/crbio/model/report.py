@@ -117,4 +117,3 @@ class Report:
     def executing_laboratory(self, key: str) -> ExecutingLaboratory:
         """The subcontracted laboratory with a given local key."""
         return next(lab for lab in self.executing_laboratories if lab.key == key)
-

@@ -119,7 +119,7 @@ def _saxon() -> tuple[Any, Any, type[Exception], str]:
     """
     if not _saxon_state:
         try:
-            import saxonche  # type: ignore[import-not-found]
+            import saxonche
         except ImportError:
             raise ConfigurationError(
                 f"the ANS kit needs SaxonC-HE (XSLT 2.0), which is not installed: {_INSTALL}", code=_CODE
@@ -510,7 +510,9 @@ class AnsKit:
         if self.volet is None:
             return self
         if self._transverse is None:
-            self._transverse = AnsKit(self.kit_dir, volet=None, profiles=self.profiles, cache_dir=self._cache_root)
+            self._transverse = AnsKit(
+                self.kit_dir, volet=None, profiles=self.profiles, cache_dir=self._cache_root
+            )
         return self._transverse
 
     def __repr__(self) -> str:
@@ -579,8 +581,13 @@ def _svrl_findings(svrl: str, source: str) -> Iterator[Finding]:
             where = "/".join(part for part in (pattern, rule) if part)
             name = item.get("id") or item.get("test") or where or None
             advice = (item.get("role") or "").strip().lower() in _NON_BLOCKING_ROLES
-            yield Finding(source, message, location=item.get("location"), rule=name,
-                          severity="warning" if advice else "error")
+            yield Finding(
+                source,
+                message,
+                location=item.get("location"),
+                rule=name,
+                severity="warning" if advice else "error",
+            )
 
 
 def _with_lines(findings: list[Finding], document: bytes, label: str) -> list[Finding]:

@@ -72,6 +72,9 @@ class ValidationReport:
         """One line per finding, headed by the verdict."""
         checks = ", ".join(self.checks) or "no check"
         warnings = f", {len(self.warnings)} warning(s)" if self.warnings else ""
-        head = (f"{self.document}: valid ({checks}){warnings}" if self.ok
-                else f"{self.document}: {len(self.errors)} failed check(s){warnings} ({checks})")
+        head = (
+            f"{self.document}: valid ({checks}){warnings}"
+            if self.ok
+            else f"{self.document}: {len(self.errors)} failed check(s){warnings} ({checks})"
+        )
         return "\n".join([head, *(f"  - {f}" for f in self.findings)])

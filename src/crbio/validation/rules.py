@@ -113,20 +113,30 @@ def _identity(root: etree._Element) -> Iterator[Finding]:
         yield _finding("the document has no id", "id.missing")
     else:
         if doc_id.get("extension"):
-            yield _finding("the document id has an extension: the DMP only accepts an OID root as uniqueId",
-                           "id.dmp-unique-id", doc_id)
+            yield _finding(
+                "the document id has an extension: the DMP only accepts an OID root as uniqueId",
+                "id.dmp-unique-id",
+                doc_id,
+            )
         reason = check_oid(doc_id.get("root", ""))
         if reason:
             yield _finding(f"the document id root {reason}", "id.dmp-unique-id", doc_id)
     version = root.find("h:versionNumber", NS)
-    number = int(version.get("value", "0")) if version is not None and version.get("value", "").isdigit() else 0
+    number = (
+        int(version.get("value", "0")) if version is not None and version.get("value", "").isdigit() else 0
+    )
     parent = root.find("h:relatedDocument[@typeCode='RPLC']/h:parentDocument/h:id", NS)
     if number > 1 and parent is None:
-        yield _finding(f"version {number} must name the document it replaces (relatedDocument RPLC)",
-                       "version.replaces", version)
+        yield _finding(
+            f"version {number} must name the document it replaces (relatedDocument RPLC)",
+            "version.replaces",
+            version,
+        )
     if parent is not None:
         if number <= 1:
-            yield _finding("a replacing document must have a version number above 1", "version.replaces", version)
+            yield _finding(
+                "a replacing document must have a version number above 1", "version.replaces", version
+            )
         if doc_id is not None and parent.get("root") == doc_id.get("root") and not parent.get("extension"):
             yield _finding("the replaced document has the same id as this one", "version.replaces", parent)
     for node in root.iterfind("h:recordTarget/h:patientRole/h:id", NS):
@@ -139,12 +149,18 @@ def _identity(root: etree._Element) -> Iterator[Finding]:
 def _stylesheet(tree: etree._ElementTree) -> Iterator[Finding]:
     node = tree.getroot().getprevious()
     while node is not None:
-        if isinstance(node, etree._ProcessingInstruction) and node.target == "xml-stylesheet":
-            if "text/xsl" in (node.text or "") and "href=" in (node.text or ""):
-                return
+        text = node.text or ""
+        if (
+            isinstance(node, etree._ProcessingInstruction)
+            and node.target == "xml-stylesheet"
+            and "text/xsl" in text
+            and "href=" in text
+        ):
+            return
         node = node.getprevious()
-    yield _finding("no xml-stylesheet processing instruction: the document does not present itself",
-                   "self-presentation")
+    yield _finding(
+        "no xml-stylesheet processing instruction: the document does not present itself", "self-presentation"
+    )
 
 
 def _codes(index: _Index) -> Iterator[Finding]:
@@ -163,11 +179,15 @@ def _references(index: _Index) -> Iterator[Finding]:
     for node in index.references:
         target = node.get("value", "")
         if target.startswith("#") and target[1:] not in index.by_id:
-            yield _finding(f"reference {target} points to no element of the narrative", "narrative.reference", node)
+            yield _finding(
+                f"reference {target} points to no element of the narrative", "narrative.reference", node
+            )
     for node in index.media_refs:
         for target in node.get("referencedObject", "").split():
             if target not in index.by_id:
-                yield _finding(f"renderMultiMedia points to no object {target!r}", "narrative.reference", node)
+                yield _finding(
+                    f"renderMultiMedia points to no object {target!r}", "narrative.reference", node
+                )
 
 
 def _narrative_agreement(index: _Index) -> Iterator[Finding]:
@@ -193,12 +213,15 @@ def _narrative_agreement(index: _Index) -> Iterator[Finding]:
         numbers = {_squeeze(format_decimal(number)), format(number, "f")}
         units = {unit.lower(), _squeeze(shown)}
         if not any(n in text for n in numbers) or (shown and not any(u in text for u in units)):
-            yield _finding("the narrative row of this result does not show its value and unit",
-                           "narrative.agreement", value)
+            yield _finding(
+                "the narrative row of this result does not show its value and unit",
+                "narrative.agreement",
+                value,
+            )
 
 
 def _squeeze(text: str) -> str:
-    """Text without spaces, in lower case, with an ASCII minus: the form narrative and entries are compared in."""
+    """Text without spaces, in lower case, with an ASCII minus: how narrative and entries are compared."""
     return "".join(text.split()).replace("\u2212", "-").lower()
 
 
@@ -230,5 +253,6 @@ def _pdf_bytes(node: etree._Element) -> Iterator[Finding]:
         yield _finding("the embedded PDF is not valid base64", "pdf.base64", node)
         return
     if not re.match(rb"%PDF-1\.[0-4]", pdf):
-        yield _finding("the embedded document is not a PDF 1.4 (PDF/A-1 is based on PDF 1.4)", "pdf.version", node)
-
+        yield _finding(
+            "the embedded document is not a PDF 1.4 (PDF/A-1 is based on PDF 1.4)", "pdf.version", node
+        )

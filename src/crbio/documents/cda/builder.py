@@ -53,12 +53,14 @@ def build_n3(report: Report, pdf: bytes, *, stylesheet_href: str = DEFAULT_STYLE
 
 def build_n1(report: Report, pdf: bytes, *, stylesheet_href: str = DEFAULT_STYLESHEET_HREF) -> bytes:
     """The CDA R2 N1 of a resolved report: the same header around ``pdf`` (byte-identical copy)."""
-    return _render("cr-bio-n1.xml.j2", report, n1_document_info(report.document), _N1_TEMPLATES, pdf,
-                   stylesheet_href)
+    return _render(
+        "cr-bio-n1.xml.j2", report, n1_document_info(report.document), _N1_TEMPLATES, pdf, stylesheet_href
+    )
 
 
-def _render(template: str, report: Report, doc: DocumentInfo, template_ids: Any, pdf: bytes,
-            stylesheet_href: str) -> bytes:
+def _render(
+    template: str, report: Report, doc: DocumentInfo, template_ids: Any, pdf: bytes, stylesheet_href: str
+) -> bytes:
     if doc.id is None or doc.set_id is None or doc.created_at is None:
         raise BuildError("the document id must be resolved before building", code="build.unresolved")
     context = {
@@ -79,9 +81,12 @@ def _notices(report: Report) -> list[str]:
     doc = report.document
     notices = []
     if doc.replaces:
-        notices.append(f"Ce compte rendu annule et remplace la version {doc.version - 1} "
-                       f"(document {doc.replaces}).")
+        notices.append(
+            f"Ce compte rendu annule et remplace la version {doc.version - 1} (document {doc.replaces})."
+        )
     if doc.before_validation:
-        notices.append("Résultats transmis avant validation biologique, en raison de l'urgence : "
-                       "un compte rendu validé suivra.")
+        notices.append(
+            "Résultats transmis avant validation biologique, en raison de l'urgence : "
+            "un compte rendu validé suivra."
+        )
     return notices

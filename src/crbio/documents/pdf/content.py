@@ -64,15 +64,31 @@ def report_blocks(report: Report, symbol: Symbol | None) -> list[Block]:
     return _Content(report, styles(), symbol).blocks()
 
 
-def _paragraph(spans: Sequence[Span], *, x: float = 0.0, pad: float = 0.0, space_before: float = 0.0,
-               space_after: float = 0.0, keep: bool = False, background: Color | None = None,
-               border: Color | None = None, continuation: Sequence[Block] = ()) -> Row:
+def _paragraph(
+    spans: Sequence[Span],
+    *,
+    x: float = 0.0,
+    pad: float = 0.0,
+    space_before: float = 0.0,
+    space_after: float = 0.0,
+    keep: bool = False,
+    background: Color | None = None,
+    border: Color | None = None,
+    continuation: Sequence[Block] = (),
+) -> Row:
     """Wrapped text across the page, optionally in a box."""
     width = _WIDTH - x - 2 * pad
     cell = Cell(x + pad, width, tuple(wrap(spans, width)))
-    return Row((Band((cell,), pad, pad),), _WIDTH, background=background, border=border,
-               space_before=space_before, space_after=space_after, keep_with_next=keep,
-               continuation=continuation)
+    return Row(
+        (Band((cell,), pad, pad),),
+        _WIDTH,
+        background=background,
+        border=border,
+        space_before=space_before,
+        space_after=space_after,
+        keep_with_next=keep,
+        continuation=continuation,
+    )
 
 
 def _line_band(spans: Sequence[Span], pad_top: float = 0.0, pad_bottom: float = 0.0) -> Band:
@@ -104,8 +120,10 @@ def _professional(professional: Professional) -> str:
 
 
 def _executing(lab: ExecutingLaboratory, style: Style) -> list[Span]:
-    text = (f"Analyse réalisée par {lab.name} (FINESS\u00a0{lab.finess}), "
-            f"le {french.format_datetime(lab.performed_at)}")
+    text = (
+        f"Analyse réalisée par {lab.name} (FINESS\u00a0{lab.finess}), "
+        f"le {french.format_datetime(lab.performed_at)}"
+    )
     if lab.biologist is not None:
         text += f"{COLON} biologiste {lab.biologist.name.display()}"
     return [Span(text, style)]
@@ -119,8 +137,13 @@ class _Content:
     flags_used: dict[str, Code] = field(default_factory=dict)
 
     def blocks(self) -> list[Block]:
-        blocks: list[Block] = [self.header(), *self.mentions(), self.identity(), *self.representatives(),
-                               self.request()]
+        blocks: list[Block] = [
+            self.header(),
+            *self.mentions(),
+            self.identity(),
+            *self.representatives(),
+            self.request(),
+        ]
         for chapter in self.report.chapters:
             blocks += self.chapter(chapter)
         blocks += self.closing()
@@ -131,19 +154,32 @@ class _Content:
     def header(self) -> Block:
         """The laboratory on the left, the document on the right."""
         s, lab, doc = self.s, self.report.laboratory, self.report.document
-        details = [lab.address.one_line(), *(french.telecom_text(t) for t in lab.telecoms),
-                   f"FINESS{COLON} {lab.finess}"]
+        details = [
+            lab.address.one_line(),
+            *(french.telecom_text(t) for t in lab.telecoms),
+            f"FINESS{COLON} {lab.finess}",
+        ]
         if lab.accreditation:
-            details.append(f"Accréditation COFRAC n°\u00a0{lab.accreditation}, "
-                           "portée disponible sur www.cofrac.fr")
+            details.append(
+                f"Accréditation COFRAC n°\u00a0{lab.accreditation}, portée disponible sur www.cofrac.fr"
+            )
         left = [Span(lab.name + "\n", s.lab_name), *_lines(s.small, *details)]
         created = f"Édité le {french.format_datetime(doc.created_at)}" if doc.created_at else None
         versions = f"Lot de versions{COLON} {doc.set_id}" if doc.set_id != doc.id else None
-        right = [Span(DOCUMENT_TITLE + "\n", s.title), *_lines(s.body, created, f"Version {doc.version}"),
-                 *_lines(s.tiny, f"Identifiant du document{COLON} {doc.id}", versions, below=True)]
+        right = [
+            Span(DOCUMENT_TITLE + "\n", s.title),
+            *_lines(s.body, created, f"Version {doc.version}"),
+            *_lines(s.tiny, f"Identifiant du document{COLON} {doc.id}", versions, below=True),
+        ]
         split = _WIDTH * 0.48
-        band = Band((Cell(0.0, split - 6.0, tuple(wrap(left, split - 6.0))),
-                     Cell(split, _WIDTH - split, tuple(wrap(right, _WIDTH - split)), "right")), 0.0, 4.0)
+        band = Band(
+            (
+                Cell(0.0, split - 6.0, tuple(wrap(left, split - 6.0))),
+                Cell(split, _WIDTH - split, tuple(wrap(right, _WIDTH - split)), "right"),
+            ),
+            0.0,
+            4.0,
+        )
         return Row((band,), _WIDTH, rule_below=Colors.BLUE, space_after=6.0)
 
     def mentions(self) -> list[Block]:
@@ -151,18 +187,27 @@ class _Content:
         s, doc = self.s, self.report.document
         mentions: list[list[Span]] = []
         if doc.replaces:
-            mentions.append([
-                Span(f"Version {doc.version} \u2014 Ce compte rendu annule et remplace la version "
-                     "précédente.\n", s.alert),
-                Span(f"Version remplacée{COLON} {doc.version - 1}, document {doc.replaces}", s.small),
-            ])
+            mentions.append(
+                [
+                    Span(
+                        f"Version {doc.version} \u2014 Ce compte rendu annule et remplace la version "
+                        "précédente.\n",
+                        s.alert,
+                    ),
+                    Span(f"Version remplacée{COLON} {doc.version - 1}, document {doc.replaces}", s.small),
+                ]
+            )
         if doc.before_validation:
-            mentions.append([
-                Span("Résultats transmis avant validation biologique\n", s.alert),
-                Span(f"En raison de l\u2019urgence{COLON} un compte rendu validé suivra.", s.small),
-            ])
-        return [_paragraph(spans, pad=5.0, space_after=6.0, background=Colors.ALERT_BG, border=Colors.ALERT)
-                for spans in mentions]
+            mentions.append(
+                [
+                    Span("Résultats transmis avant validation biologique\n", s.alert),
+                    Span(f"En raison de l\u2019urgence{COLON} un compte rendu validé suivra.", s.small),
+                ]
+            )
+        return [
+            _paragraph(spans, pad=5.0, space_after=6.0, background=Colors.ALERT_BG, border=Colors.ALERT)
+            for spans in mentions
+        ]
 
     def box(self, title: str, fields: Iterable[_Field], *, reserved: float = 0.0) -> list[Band]:
         """The bands of a framed box: its title, then a label and a value per field.
@@ -191,8 +236,14 @@ class _Content:
         fields: list[_Field] = [
             ("Nom de naissance", [Span(patient.birth_family_name, bold)]),
             # The list of birth given names, then the first one, as the ANS prints them.
-            ("Prénom(s) de naissance", [Span(patient.birth_given_names + " [", body),
-                                        Span(patient.first_birth_given_name, bold), Span("]", body)]),
+            (
+                "Prénom(s) de naissance",
+                [
+                    Span(patient.birth_given_names + " [", body),
+                    Span(patient.first_birth_given_name, bold),
+                    Span("]", body),
+                ],
+            ),
             ("Nom utilisé", [Span(patient.used_family_name or "", body)]),
             ("Prénom utilisé", [Span(patient.used_given_name or "", body)]),
             ("Sexe", [Span(french.sex_label(patient.sex), body)]),
@@ -215,14 +266,24 @@ class _Content:
         fields.append(("Contact", _lines(body, *(french.telecom_text(t) for t in patient.telecoms))))
 
         if self.symbol is None:
-            return Row(tuple(self.box("Patient", fields)), _WIDTH, background=Colors.BOX_BG,
-                       border=Colors.RULE, space_after=6.0)
+            return Row(
+                tuple(self.box("Patient", fields)),
+                _WIDTH,
+                background=Colors.BOX_BG,
+                border=Colors.RULE,
+                space_after=6.0,
+            )
         side = (self.symbol.size + 2 * QUIET_ZONE) * MODULE
         caption = s.caption
-        return Row(tuple(self.box("Patient", fields, reserved=side + 2 * _INSET)), _WIDTH,
-                   background=Colors.BOX_BG, border=Colors.RULE, space_after=6.0,
-                   decorate=self.datamatrix_painter(self.symbol, side),
-                   min_height=_INSET + side + caption.leading + _INSET)
+        return Row(
+            tuple(self.box("Patient", fields, reserved=side + 2 * _INSET)),
+            _WIDTH,
+            background=Colors.BOX_BG,
+            border=Colors.RULE,
+            space_after=6.0,
+            decorate=self.datamatrix_painter(self.symbol, side),
+            min_height=_INSET + side + caption.leading + _INSET,
+        )
 
     def datamatrix_painter(self, symbol: Symbol, side: float) -> _Decoration:
         """Draws the symbol and its caption in the identity block."""
@@ -234,8 +295,14 @@ class _Content:
             left = x + _WIDTH - _INSET - side
             symbol.draw(painter, left, top - _INSET, MODULE)
             baseline = top - _INSET - side - caption.size * 1.1
-            painter.text(left + (side - caption_width) / 2, baseline, CAPTION, caption.font, caption.size,
-                         caption.color)
+            painter.text(
+                left + (side - caption_width) / 2,
+                baseline,
+                CAPTION,
+                caption.font,
+                caption.size,
+                caption.color,
+            )
 
         return paint
 
@@ -248,12 +315,20 @@ class _Content:
         for representative in patient.legal_representatives:
             name = representative.name
             shown = " ".join(p for p in (name.prefix, name.display()) if p)
-            details = [representative.address.one_line() if representative.address else None,
-                       *(french.telecom_text(t) for t in representative.telecoms)]
+            details = [
+                representative.address.one_line() if representative.address else None,
+                *(french.telecom_text(t) for t in representative.telecoms),
+            ]
             value = [Span(shown, s.body_bold), *_lines(s.body, *details, below=True)]
             fields.append(("Représentant légal", value))
-        return [Row(tuple(self.box("Représentant(s) légal(aux)", fields)), _WIDTH, border=Colors.RULE,
-                    space_after=6.0)]
+        return [
+            Row(
+                tuple(self.box("Représentant(s) légal(aux)", fields)),
+                _WIDTH,
+                border=Colors.RULE,
+                space_after=6.0,
+            )
+        ]
 
     def request(self) -> Block:
         """Prescriber, copies, prescription, encounter and specimens."""
@@ -290,10 +365,16 @@ class _Content:
     def chapter(self, chapter: Chapter) -> list[Block]:
         """A chapter: its title, its batteries and isolates, its comment."""
         s = self.s
-        title = _paragraph([Span(chapter.title, s.chapter)], pad=3.0, space_before=8.0, keep=True,
-                           background=Colors.CHAPTER_BG)
-        suite = _paragraph([Span(f"{chapter.title} (suite)", s.chapter)], pad=3.0, keep=True,
-                           background=Colors.CHAPTER_BG)
+        title = _paragraph(
+            [Span(chapter.title, s.chapter)],
+            pad=3.0,
+            space_before=8.0,
+            keep=True,
+            background=Colors.CHAPTER_BG,
+        )
+        suite = _paragraph(
+            [Span(f"{chapter.title} (suite)", s.chapter)], pad=3.0, keep=True, background=Colors.CHAPTER_BG
+        )
         blocks: list[Block] = [title]
         if chapter.batteries:
             header = self.column_header(_RESULT_COLUMNS, _RESULT_HEADINGS)
@@ -307,16 +388,23 @@ class _Content:
         return blocks
 
     def column_header(self, columns: Sequence[tuple[float, float]], headings: Sequence[str]) -> Row:
-        cells = tuple(_cell(column, [Span(heading, self.s.column)])
-                      for column, heading in zip(columns, headings, strict=True))
+        cells = tuple(
+            _cell(column, [Span(heading, self.s.column)])
+            for column, heading in zip(columns, headings, strict=True)
+        )
         return Row((Band(cells, 1.5, 1.5),), _WIDTH, background=Colors.HEADER_BG, keep_with_next=True)
 
     def battery(self, battery: Battery, continuation: tuple[Block, ...]) -> list[Block]:
         """A battery: its title (specimens, executing laboratory), a row per result, its comment."""
-        title = self.group_title([Span(battery.label, self.s.battery)], battery.specimens,
-                                 battery.performed_by, continuation)
-        suite = Row((_line_band([Span(f"{battery.label} (suite)", self.s.battery)], 4.0, 1.0),), _WIDTH,
-                    rule_below=Colors.RULE, keep_with_next=True)
+        title = self.group_title(
+            [Span(battery.label, self.s.battery)], battery.specimens, battery.performed_by, continuation
+        )
+        suite = Row(
+            (_line_band([Span(f"{battery.label} (suite)", self.s.battery)], 4.0, 1.0),),
+            _WIDTH,
+            rule_below=Colors.RULE,
+            keep_with_next=True,
+        )
         rows_continuation = (*continuation, suite)
         blocks: list[Block] = [title]
         blocks += [self.result_row(observation, rows_continuation) for observation in battery.observations]
@@ -324,8 +412,13 @@ class _Content:
             blocks.append(self.comment(battery.comment, continuation=rows_continuation))
         return blocks
 
-    def group_title(self, spans: list[Span], specimens: Sequence[str], performed_by: str | None,
-                    continuation: Sequence[Block]) -> Row:
+    def group_title(
+        self,
+        spans: list[Span],
+        specimens: Sequence[str],
+        performed_by: str | None,
+        continuation: Sequence[Block],
+    ) -> Row:
         """The title of a battery or an isolate, with its specimens and executing laboratory."""
         names = [self.specimen_name(key) for key in specimens]
         if names:
@@ -334,8 +427,14 @@ class _Content:
         if performed_by is not None:
             lab = self.report.executing_laboratory(performed_by)
             bands.append(_line_band(_executing(lab, self.s.small), 0.0, 1.0))
-        return Row(tuple(bands), _WIDTH, rule_below=Colors.RULE, space_before=2.0, keep_with_next=True,
-                   continuation=continuation)
+        return Row(
+            tuple(bands),
+            _WIDTH,
+            rule_below=Colors.RULE,
+            space_before=2.0,
+            keep_with_next=True,
+            continuation=continuation,
+        )
 
     def specimen_name(self, key: str) -> str:
         specimen = self.report.specimen(key)
@@ -361,8 +460,13 @@ class _Content:
             previous.append(Span(("\n" if index else "") + french.value_text(earlier.value), s.body))
             previous.append(Span(f"\nle {french.format_date(earlier.time.date())}", s.small))
         columns = _RESULT_COLUMNS
-        cells = (_cell(columns[0], label), _cell(columns[1], result), _cell(columns[2], flag_spans),
-                 _cell(columns[3], reference), _cell(columns[4], previous))
+        cells = (
+            _cell(columns[0], label),
+            _cell(columns[1], result),
+            _cell(columns[2], flag_spans),
+            _cell(columns[3], reference),
+            _cell(columns[4], previous),
+        )
         bands = [Band(cells, 1.8, 1.8)]
         if obs.comment:
             bands.append(self.comment_band(obs.comment))
@@ -387,10 +491,17 @@ class _Content:
     def isolate(self, isolate: Isolate, continuation: tuple[Block, ...]) -> list[Block]:
         """An isolated organism: its results, then its antibiogram."""
         s = self.s
-        title = self.group_title([Span(f"Germe isolé{COLON} {isolate.label}", s.battery)], isolate.specimens,
-                                 isolate.performed_by, continuation)
-        suite = Row((_line_band([Span(f"Germe isolé{COLON} {isolate.label} (suite)", s.battery)], 4.0, 1.0),),
-                    _WIDTH, keep_with_next=True)
+        title = self.group_title(
+            [Span(f"Germe isolé{COLON} {isolate.label}", s.battery)],
+            isolate.specimens,
+            isolate.performed_by,
+            continuation,
+        )
+        suite = Row(
+            (_line_band([Span(f"Germe isolé{COLON} {isolate.label} (suite)", s.battery)], 4.0, 1.0),),
+            _WIDTH,
+            keep_with_next=True,
+        )
         blocks: list[Block] = [title]
         if isolate.observations:
             header = self.column_header(_RESULT_COLUMNS, _RESULT_HEADINGS)
@@ -418,8 +529,17 @@ class _Content:
         category = (interpretation.display or interpretation.code) if interpretation is not None else ""
         style = s.result_abnormal if french.is_abnormal(interpretation) else s.body
         columns = _AB_COLUMNS
-        bands = [Band((_cell(columns[0], [Span(obs.label, s.body)]), _cell(columns[1], value),
-                       _cell(columns[2], [Span(category, style)])), 1.5, 1.5)]
+        bands = [
+            Band(
+                (
+                    _cell(columns[0], [Span(obs.label, s.body)]),
+                    _cell(columns[1], value),
+                    _cell(columns[2], [Span(category, style)]),
+                ),
+                1.5,
+                1.5,
+            )
+        ]
         if obs.comment:
             bands.append(self.comment_band(obs.comment))
         return Row(tuple(bands), _WIDTH, rule_below=Colors.RULE, continuation=continuation)
@@ -431,10 +551,15 @@ class _Content:
         s, r = self.s, self.report
         blocks: list[Block] = []
         if self.flags_used:
-            legend = " \u00b7 ".join(f"{flag}{COLON} {code.display or code.code}"
-                                     for flag, code in self.flags_used.items())
-            blocks.append(_paragraph([Span(f"Signalement des résultats{COLON} ", s.small_bold),
-                                      Span(legend, s.small)], space_before=4.0))
+            legend = " \u00b7 ".join(
+                f"{flag}{COLON} {code.display or code.code}" for flag, code in self.flags_used.items()
+            )
+            blocks.append(
+                _paragraph(
+                    [Span(f"Signalement des résultats{COLON} ", s.small_bold), Span(legend, s.small)],
+                    space_before=4.0,
+                )
+            )
         if r.comments:
             blocks.append(self.heading("Commentaires"))
             blocks += [_paragraph([Span(text, s.body)], x=_PAD, space_after=2.0) for text in r.comments]
@@ -450,12 +575,15 @@ class _Content:
         biologist = _professional(r.biologist)
         when = french.format_datetime(r.validated_at)
         if r.document.before_validation:
-            text = (f"Résultats transmis avant validation biologique, sous la responsabilité de {biologist}, "
-                    f"le {when}.")
+            text = (
+                f"Résultats transmis avant validation biologique, sous la responsabilité de {biologist}, "
+                f"le {when}."
+            )
         else:
             text = f"Validé par {biologist}, le {when}."
-        return _paragraph([Span(text, self.s.body_bold)], pad=5.0, background=Colors.BOX_BG,
-                          border=Colors.RULE)
+        return _paragraph(
+            [Span(text, self.s.body_bold)], pad=5.0, background=Colors.BOX_BG, border=Colors.RULE
+        )
 
     def heading(self, text: str) -> Block:
         return _paragraph([Span(text, self.s.section)], space_before=8.0, space_after=1.0, keep=True)

@@ -86,8 +86,10 @@ def ins_datamatrix_payload(patient: Patient) -> str | None:
     last = len(values) - 1
     for index, ((ident, low, high, what), value) in enumerate(zip(_FIELDS, values, strict=False)):
         if not (low <= len(value) <= high) or not _PRINTABLE.fullmatch(value):
-            raise BuildError(f"INS Datamatrix: the {what} ({ident}) must be {low} to {high} printable "
-                             "ASCII characters", code="pdf.ins-datamatrix")
+            raise BuildError(
+                f"INS Datamatrix: the {what} ({ident}) must be {low} to {high} printable ASCII characters",
+                code="pdf.ins-datamatrix",
+            )
         parts.append(ident + value)
         if index != last and len(value) < high:
             parts.append(_GS)
@@ -140,6 +142,8 @@ def symbol(payload: str) -> Symbol:
         payload.encode("datamatrix.C40")
         rows = DataMatrix(payload, codecs=["C40"]).matrix
     except ValueError:
-        raise BuildError("INS Datamatrix: the payload cannot be encoded in C40 or is too long for a symbol",
-                         code="pdf.ins-datamatrix") from None
+        raise BuildError(
+            "INS Datamatrix: the payload cannot be encoded in C40 or is too long for a symbol",
+            code="pdf.ins-datamatrix",
+        ) from None
     return Symbol(tuple(tuple(row) for row in rows))

@@ -86,8 +86,10 @@ def fonts() -> Fonts:
 def _load(filename: str) -> Font:
     path = FONT_DIR / filename
     if not path.is_file():
-        raise ConfigurationError(f"the font file {filename} is missing: the installation is incomplete",
-                                 code="config.resource-missing")
+        raise ConfigurationError(
+            f"the font file {filename} is missing: the installation is incomplete",
+            code="config.resource-missing",
+        )
     face = TTFontFace(str(path))
     name = face.name.decode("ascii") if isinstance(face.name, bytes) else str(face.name)
     widths = {chr(code): float(w) for code, w in face.charWidths.items()}

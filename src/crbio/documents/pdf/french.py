@@ -33,22 +33,55 @@ __all__ = [
 COLON: Final = "\u00a0:"
 
 #: Interpretations that mark a result as abnormal: printed in bold with a flag.
-ABNORMAL: Final = frozenset({
-    "A", "AA", "H", "HH", "HU", "HX", "L", "LL", "LU", "LX", "EX",
-    "POS", "DET", "RR", "WR", "R", "NS", "SYN-R", "UNE",
-})
+ABNORMAL: Final = frozenset(
+    {
+        "A",
+        "AA",
+        "H",
+        "HH",
+        "HU",
+        "HX",
+        "L",
+        "LL",
+        "LU",
+        "LX",
+        "EX",
+        "POS",
+        "DET",
+        "RR",
+        "WR",
+        "R",
+        "NS",
+        "SYN-R",
+        "UNE",
+    }
+)
 # Interpretations that need no mark next to the result.
 _NORMAL: Final = frozenset({"N", "NEG", "ND", "NR", "S", "EXP"})
 _FLAGS: Final = {
-    "H": "↑\u00a0H", "HU": "↑\u00a0HU", "HX": "↑\u00a0HX", "HH": "↑↑\u00a0HH",
-    "L": "↓\u00a0L", "LU": "↓\u00a0LU", "LX": "↓\u00a0LX", "LL": "↓↓\u00a0LL",
-    "A": "*\u00a0A", "AA": "**\u00a0AA",
+    "H": "↑\u00a0H",
+    "HU": "↑\u00a0HU",
+    "HX": "↑\u00a0HX",
+    "HH": "↑↑\u00a0HH",
+    "L": "↓\u00a0L",
+    "LU": "↓\u00a0LU",
+    "LX": "↓\u00a0LX",
+    "LL": "↓↓\u00a0LL",
+    "A": "*\u00a0A",
+    "AA": "**\u00a0AA",
 }
 _SEX: Final = {Sex.FEMALE: "Féminin", Sex.MALE: "Masculin", Sex.UNKNOWN: "Non renseigné"}
 _BORN: Final = {Sex.FEMALE: "née", Sex.MALE: "né", Sex.UNKNOWN: "né(e)"}
 _TELECOM_USE: Final = {
-    "H": "domicile", "HP": "domicile", "HV": "vacances", "WP": "travail", "MC": "mobile",
-    "PG": "bip", "EC": "urgence", "AS": "répondeur", "TMP": "temporaire",
+    "H": "domicile",
+    "HP": "domicile",
+    "HV": "vacances",
+    "WP": "travail",
+    "MC": "mobile",
+    "PG": "bip",
+    "EC": "urgence",
+    "AS": "répondeur",
+    "TMP": "temporaire",
 }
 
 
@@ -93,7 +126,7 @@ def phone(number: str) -> str:
     if re.fullmatch(r"\+33[1-9][0-9]{8}", digits):
         digits = "0" + digits[3:]
     if re.fullmatch(r"0[1-9][0-9]{8}", digits):
-        return "\u00a0".join(digits[i:i + 2] for i in range(0, 10, 2))
+        return "\u00a0".join(digits[i : i + 2] for i in range(0, 10, 2))
     return number
 
 

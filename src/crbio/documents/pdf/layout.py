@@ -112,8 +112,10 @@ class Cell:
                 break
             used += line.height
             count += 1
-        return (Cell(self.x, self.width, self.lines[:count], self.align),
-                Cell(self.x, self.width, self.lines[count:], self.align))
+        return (
+            Cell(self.x, self.width, self.lines[:count], self.align),
+            Cell(self.x, self.width, self.lines[count:], self.align),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,8 +173,9 @@ class Row:
         top -= self.space_before
         inner = self.inner_height
         if self.background is not None or self.border is not None:
-            painter.rect(x, top - inner, self.width, inner, fill=self.background, stroke=self.border,
-                         line_width=0.6)
+            painter.rect(
+                x, top - inner, self.width, inner, fill=self.background, stroke=self.border, line_width=0.6
+            )
         y = top
         for band in self.bands:
             for cell in band.cells:
@@ -197,17 +200,37 @@ class Row:
             if any(c.lines for c, _ in cut):
                 head.append(first)
                 remainder = Band(tuple(r for _, r in cut), band.pad_top, band.pad_bottom)
-                rest = (remainder, *self.bands[index + 1:])
+                rest = (remainder, *self.bands[index + 1 :])
             else:
                 rest = self.bands[index:]
             if not head:
                 return None
             return (
                 # The decoration (the Datamatrix) belongs to the top of the block.
-                Row(tuple(head), self.width, self.background, self.border, None, self.space_before, 0.0,
-                    False, self.continuation, self.decorate),
-                Row(tuple(rest), self.width, self.background, self.border, self.rule_below, 0.0,
-                    self.space_after, self.keep_with_next, self.continuation, None),
+                Row(
+                    tuple(head),
+                    self.width,
+                    self.background,
+                    self.border,
+                    None,
+                    self.space_before,
+                    0.0,
+                    False,
+                    self.continuation,
+                    self.decorate,
+                ),
+                Row(
+                    tuple(rest),
+                    self.width,
+                    self.background,
+                    self.border,
+                    self.rule_below,
+                    0.0,
+                    self.space_after,
+                    self.keep_with_next,
+                    self.continuation,
+                    None,
+                ),
             )
         return None
 
@@ -300,8 +323,9 @@ def paginate(blocks: Sequence[Block], first: Frame, others: Frame) -> list[Page]
             if not fresh:
                 new_page()
                 continue
-            raise BuildError("a block of the report is taller than a page and cannot be split",
-                             code="pdf.layout")
+            raise BuildError(
+                "a block of the report is taller than a page and cannot be split", code="pdf.layout"
+            )
         queue.popleft()
         place(parts[0])
         queue.appendleft(parts[1])

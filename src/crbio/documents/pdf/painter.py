@@ -47,8 +47,17 @@ class Painter:
             shown = " ".join(f"{name} {size:g} Tf <{codes.hex()}> Tj" for name, codes in runs)
             self._ops.append(f"BT 1 0 0 1 {x:.2f} {y:.2f} Tm {shown} ET")
 
-    def rect(self, x: float, y: float, width: float, height: float, *,
-             fill: Color | None = None, stroke: Color | None = None, line_width: float = 0.5) -> None:
+    def rect(
+        self,
+        x: float,
+        y: float,
+        width: float,
+        height: float,
+        *,
+        fill: Color | None = None,
+        stroke: Color | None = None,
+        line_width: float = 0.5,
+    ) -> None:
         """Draw a rectangle whose bottom-left corner is (x, y), filled and/or stroked."""
         if fill is None and stroke is None:
             return
@@ -61,13 +70,15 @@ class Painter:
         else:
             self._ops.append(f"{shape} f")
 
-    def line(self, x1: float, y1: float, x2: float, y2: float, *, color: Color = BLACK,
-             width: float = 0.5) -> None:
+    def line(
+        self, x1: float, y1: float, x2: float, y2: float, *, color: Color = BLACK, width: float = 0.5
+    ) -> None:
         """Draw a straight rule from (x1, y1) to (x2, y2)."""
         self._ops.append(f"{width:.2f} w {_rgb(color)} RG {x1:.2f} {y1:.2f} m {x2:.2f} {y2:.2f} l S")
 
-    def module_grid(self, x: float, y_top: float, module: float, runs: list[tuple[int, int, int]],
-                    color: Color = BLACK) -> None:
+    def module_grid(
+        self, x: float, y_top: float, module: float, runs: list[tuple[int, int, int]], color: Color = BLACK
+    ) -> None:
         """Fill runs of square modules (row, first column, length) as one path, rows going down.
 
         The path is written in module units under a scaling matrix: whole numbers, so the

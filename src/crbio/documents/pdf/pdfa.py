@@ -76,34 +76,47 @@ def _add_output_intent(pdf: pikepdf.Pdf) -> None:
     profile = pdf.make_stream(b"", N=3)
     # Already Flate-encoded: qpdf copies the stream as is instead of compressing it again.
     profile.write(_srgb_profile(), filter=pikepdf.Name.FlateDecode)
-    pdf.Root.OutputIntents = pikepdf.Array([pdf.make_indirect(pikepdf.Dictionary(
-        Type=pikepdf.Name.OutputIntent,
-        S=pikepdf.Name.GTS_PDFA1,
-        OutputConditionIdentifier=pikepdf.String("sRGB IEC61966-2.1"),
-        Info=pikepdf.String("sRGB IEC61966-2.1"),
-        RegistryName=pikepdf.String("http://www.color.org"),
-        DestOutputProfile=profile,
-    ))])
+    pdf.Root.OutputIntents = pikepdf.Array(
+        [
+            pdf.make_indirect(
+                pikepdf.Dictionary(
+                    Type=pikepdf.Name.OutputIntent,
+                    S=pikepdf.Name.GTS_PDFA1,
+                    OutputConditionIdentifier=pikepdf.String("sRGB IEC61966-2.1"),
+                    Info=pikepdf.String("sRGB IEC61966-2.1"),
+                    RegistryName=pikepdf.String("http://www.color.org"),
+                    DestOutputProfile=profile,
+                )
+            )
+        ]
+    )
 
 
 def _write_metadata(pdf: pikepdf.Pdf, meta: Metadata) -> None:
     when = meta.created if meta.created.tzinfo is not None else meta.created.replace(tzinfo=UTC)
     when = when.replace(microsecond=0)
     iso = when.isoformat()
-    packet = _XMP.format(title=escape(meta.title), author=escape(meta.author), creator=escape(meta.creator),
-                         producer=escape(meta.producer), date=iso)
+    packet = _XMP.format(
+        title=escape(meta.title),
+        author=escape(meta.author),
+        creator=escape(meta.creator),
+        producer=escape(meta.producer),
+        date=iso,
+    )
     stream = pdf.make_stream(packet.encode("utf-8"))
     stream["/Type"] = pikepdf.Name.Metadata
     stream["/Subtype"] = pikepdf.Name.XML
     pdf.Root.Metadata = stream
-    pdf.trailer.Info = pdf.make_indirect(pikepdf.Dictionary(
-        Title=pikepdf.String(meta.title),
-        Author=pikepdf.String(meta.author),
-        Creator=pikepdf.String(meta.creator),
-        Producer=pikepdf.String(meta.producer),
-        CreationDate=pikepdf.String(_pdf_date(when)),
-        ModDate=pikepdf.String(_pdf_date(when)),
-    ))
+    pdf.trailer.Info = pdf.make_indirect(
+        pikepdf.Dictionary(
+            Title=pikepdf.String(meta.title),
+            Author=pikepdf.String(meta.author),
+            Creator=pikepdf.String(meta.creator),
+            Producer=pikepdf.String(meta.producer),
+            CreationDate=pikepdf.String(_pdf_date(when)),
+            ModDate=pikepdf.String(_pdf_date(when)),
+        )
+    )
 
 
 def _pdf_date(when: datetime) -> str:
@@ -150,7 +163,11 @@ def check_pdfa(pdf: bytes) -> list[Finding]:
     """
     report = pikepdf.pdfa.validate_written(io.BytesIO(pdf), _FLAVOUR)
     return [
-        Finding(source="pdfa", message=(f.message if f.kind == "violation" else f"unsupported: {f.message}"),
-                location=f.where or None, rule=f.rule)
+        Finding(
+            source="pdfa",
+            message=(f.message if f.kind == "violation" else f"unsupported: {f.message}"),
+            location=f.where or None,
+            rule=f.rule,
+        )
         for f in report.findings
     ]

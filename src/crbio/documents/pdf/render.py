@@ -45,21 +45,29 @@ def render_pdf(report: Report) -> bytes:
     """
     doc = report.document
     if doc.id is None or doc.created_at is None:
-        raise BuildError("the document id and creation time must be resolved before rendering the PDF",
-                         code="pdf.unresolved")
+        raise BuildError(
+            "the document id and creation time must be resolved before rendering the PDF",
+            code="pdf.unresolved",
+        )
     payload = ins_datamatrix_payload(report.patient)
     try:
         pages, header = _layout(report, symbol(payload) if payload is not None else None)
-        metadata = Metadata(title=METADATA_TITLE, author=report.laboratory.name, creator=_CREATOR,
-                            producer=_PRODUCER, created=doc.created_at)
+        metadata = Metadata(
+            title=METADATA_TITLE,
+            author=report.laboratory.name,
+            creator=_CREATOR,
+            producer=_PRODUCER,
+            created=doc.created_at,
+        )
         pdf = finish_pdfa(_draw(report, pages, header), metadata)
     except CrbioError:
         raise
     except (pikepdf.PdfError, ValueError, TypeError, KeyError, IndexError, OSError) as exc:
         # The original message may quote report text: only its type is kept.
         log.error("PDF rendering failed for document %s (%s)", doc.id, type(exc).__name__)
-        raise BuildError(f"the PDF of document {doc.id} could not be produced ({type(exc).__name__})",
-                         code="pdf.render") from None
+        raise BuildError(
+            f"the PDF of document {doc.id} could not be produced ({type(exc).__name__})", code="pdf.render"
+        ) from None
     log.debug("rendered the PDF of document %s: %d page(s), %d bytes", doc.id, len(pages), len(pdf))
     return pdf
 
@@ -67,8 +75,9 @@ def render_pdf(report: Report) -> bytes:
 def _layout(report: Report, ins_symbol: Symbol | None) -> tuple[list[Page], list[Line]]:
     """The paginated content, and the running header of pages 2 and after."""
     header = _running_header(report)
-    others = Frame(PAGE.margin_x, _FIRST.top - sum(line.height for line in header) - _HEADER_GAP,
-                   PAGE.margin_bottom)
+    others = Frame(
+        PAGE.margin_x, _FIRST.top - sum(line.height for line in header) - _HEADER_GAP, PAGE.margin_bottom
+    )
     return paginate(report_blocks(report, ins_symbol), _FIRST, others), header
 
 
@@ -98,8 +107,10 @@ def _running_header(report: Report) -> list[Line]:
     created = report.document.created_at
     subtitle = DOCUMENT_TITLE + (f" du {french.format_date(created.date())}" if created else "")
     width = PAGE.content_width
-    return [*wrap([Span(name, s.body_bold), Span(born, s.body)], width),
-            *wrap([Span(subtitle, s.small)], width)]
+    return [
+        *wrap([Span(name, s.body_bold), Span(born, s.body)], width),
+        *wrap([Span(subtitle, s.small)], width),
+    ]
 
 
 def _draw_running_header(painter: Painter, lines: list[Line]) -> None:
@@ -118,8 +129,14 @@ def _draw_footer(painter: Painter, report: Report, number: int, count: int) -> N
     baseline = rule - 9.0
     tiny = s.tiny
     painter.text(PAGE.margin_x, baseline, report.laboratory.name, tiny.font, tiny.size, tiny.color)
-    painter.text(PAGE.margin_x, baseline - tiny.leading, f"Document {doc.id} \u2014 version {doc.version}",
-                 tiny.font, tiny.size, tiny.color)
+    painter.text(
+        PAGE.margin_x,
+        baseline - tiny.leading,
+        f"Document {doc.id} \u2014 version {doc.version}",
+        tiny.font,
+        tiny.size,
+        tiny.color,
+    )
     page = f"Page {number}/{count}"
     bold = s.small_bold
     right = PAGE.width - PAGE.margin_x - bold.width(page)

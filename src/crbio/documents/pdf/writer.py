@@ -138,8 +138,9 @@ class Document:
         resources = pdf.make_indirect(Dictionary(Font=font_dict, ProcSet=Array([Name.PDF, Name.Text])))
         media_box = Array([0, 0, round(self.width, 4), round(self.height, 4)])
         for content in self.pages:
-            page = Dictionary(Type=Name.Page, MediaBox=media_box, Resources=resources,
-                              Contents=pdf.make_stream(content))
+            page = Dictionary(
+                Type=Name.Page, MediaBox=media_box, Resources=resources, Contents=pdf.make_stream(content)
+            )
             pdf.pages.append(pikepdf.Page(page))
         return pdf
 
@@ -176,16 +177,18 @@ def _embed(pdf: pikepdf.Pdf, font: Font, base: str, subset: list[int]) -> pikepd
         MissingWidth=face.defaultWidth,
     )
     to_unicode = pdf.make_stream(_to_unicode_cmap(base, subset))
-    return pdf.make_indirect(Dictionary(
-        Type=Name.Font,
-        Subtype=Name.TrueType,
-        BaseFont=Name("/" + base),
-        FirstChar=0,
-        LastChar=len(subset) - 1,
-        Widths=Array([round(font.glyph_width(code_point), 3) for code_point in subset]),
-        FontDescriptor=pdf.make_indirect(descriptor),
-        ToUnicode=to_unicode,
-    ))
+    return pdf.make_indirect(
+        Dictionary(
+            Type=Name.Font,
+            Subtype=Name.TrueType,
+            BaseFont=Name("/" + base),
+            FirstChar=0,
+            LastChar=len(subset) - 1,
+            Widths=Array([round(font.glyph_width(code_point), 3) for code_point in subset]),
+            FontDescriptor=pdf.make_indirect(descriptor),
+            ToUnicode=to_unicode,
+        )
+    )
 
 
 def _to_unicode_cmap(name: str, subset: list[int]) -> bytes:
@@ -194,10 +197,13 @@ def _to_unicode_cmap(name: str, subset: list[int]) -> bytes:
     reportlab's own CMap writes code points beyond U+FFFF as five hex digits, which
     readers misread, and puts all the mappings in one block where the CMap format allows 100.
     """
-    mappings = [f"<{code:02X}> <{chr(point).encode('utf-16-be').hex().upper()}>"
-                for code, point in enumerate(subset)]
-    blocks = "".join(f"{len(chunk)} beginbfchar\n" + "\n".join(chunk) + "\nendbfchar\n"
-                     for chunk in (mappings[i:i + 100] for i in range(0, len(mappings), 100)))
+    mappings = [
+        f"<{code:02X}> <{chr(point).encode('utf-16-be').hex().upper()}>" for code, point in enumerate(subset)
+    ]
+    blocks = "".join(
+        f"{len(chunk)} beginbfchar\n" + "\n".join(chunk) + "\nendbfchar\n"
+        for chunk in (mappings[i : i + 100] for i in range(0, len(mappings), 100))
+    )
     return (
         "/CIDInit /ProcSet findresource begin\n12 dict begin\nbegincmap\n"
         f"/CIDSystemInfo << /Registry ({name}) /Ordering ({name}) /Supplement 0 >> def\n"
