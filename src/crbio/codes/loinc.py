@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Final
 
 from stdnum import luhn
@@ -13,6 +14,7 @@ LOINC_OID: Final = "2.16.840.1.113883.6.1"
 _LOINC = re.compile(r"([1-9][0-9]{0,6})-([0-9])")
 
 
+@lru_cache(maxsize=8192)
 def check_loinc(code: str) -> str | None:
     """Check a LOINC code (``2345-7``): digits, a hyphen and the mod-10 check digit."""
     match = _LOINC.fullmatch(code)

@@ -52,35 +52,23 @@ def check_rules(tree: etree._ElementTree, *, label: str) -> ValidationReport:
 
 
 class _Index:
-    """What the rules look at, gathered in one walk of the document."""
+    """What the rules look at, gathered once per document by compiled XPath expressions."""
 
     def __init__(self, root: etree._Element) -> None:
-        self.by_id: dict[str, etree._Element] = {}
-        self.loinc: list[etree._Element] = []
-        self.units: list[etree._Element] = []
-        self.references: list[etree._Element] = []
-        self.media_refs: list[etree._Element] = []
-        self.observations: list[etree._Element] = []
-        for node in root.iter(etree.Element):
-            attrs = node.attrib
-            if "ID" in attrs:
-                self.by_id[attrs["ID"]] = node
-            if attrs.get("codeSystem") == "2.16.840.1.113883.6.1" and "code" in attrs:
-                self.loinc.append(node)
-            if "unit" in attrs:
-                self.units.append(node)
-            name = node.tag
-            if name == _REFERENCE and "value" in attrs:
-                self.references.append(node)
-            elif name == _RENDER_MULTIMEDIA:
-                self.media_refs.append(node)
-            elif name == _OBSERVATION:
-                self.observations.append(node)
+        self.by_id: dict[str, etree._Element] = {node.get("ID"): node for node in _WITH_ID(root)}
+        self.loinc: list[etree._Element] = _LOINC(root)
+        self.units: list[etree._Element] = _UNITS(root)
+        self.references: list[etree._Element] = _REFERENCES(root)
+        self.media_refs: list[etree._Element] = _MEDIA_REFS(root)
+        self.observations: list[etree._Element] = _OBSERVATIONS(root)
 
 
-_REFERENCE = "{urn:hl7-org:v3}reference"
-_RENDER_MULTIMEDIA = "{urn:hl7-org:v3}renderMultiMedia"
-_OBSERVATION = "{urn:hl7-org:v3}observation"
+_WITH_ID = etree.XPath("//*[@ID]")
+_LOINC = etree.XPath("//*[@codeSystem='2.16.840.1.113883.6.1'][@code]")
+_UNITS = etree.XPath("//*[@unit]")
+_REFERENCES = etree.XPath("//h:reference[@value]", namespaces=NS)
+_MEDIA_REFS = etree.XPath("//h:renderMultiMedia", namespaces=NS)
+_OBSERVATIONS = etree.XPath("//h:observation", namespaces=NS)
 
 
 def embedded_pdf(tree: etree._ElementTree) -> bytes | None:
