@@ -22,6 +22,7 @@ from lxml import etree
 from crbio.errors import ConfigurationError, InputError
 from crbio.validation import AnsKit
 from crbio.validation import anskit as anskit_module
+from crbio.validation.anskit import WITHHELD
 
 ANS_KIT = Path(__file__).resolve().parents[1].parent / "shared" / "ans-kit"
 EXAMPLES = ANS_KIT / "ExemplesCDA"
@@ -246,6 +247,19 @@ class TestTinyKit:
         assert {f.source for f in findings} == {"ans:TINY"}
         # role="warning" asserts are reported as advice: they do not fail the document.
         assert [(f.message, f.severity) for f in report.warnings] == [("Un simple avertissement.", "warning")]
+
+    def test_messages_do_not_quote_document_values(self, tmp_path: Path) -> None:
+        volet = TINY_VOLET.replace(
+            "Hors JDV_Fake.",
+            'Hors JDV_Fake : code <value-of select="@code"/>, valeur « <value-of select="@value"/> », '
+            'extension « <value-of select="@extension"/> ».',
+        )
+        kit = tiny(make_tiny_kit(tmp_path, volet=volet), tmp_path / "cache")
+        data = TINY_DOCUMENT.replace(
+            b'code="11502-2"', b'code="XXX" value="19790328" extension="279035121518989"'
+        )
+        [message] = [f.message for f in kit.check(data, label="bad").errors if f.message.startswith("Hors")]
+        assert message == f"Hors JDV_Fake : code XXX, valeur « {WITHHELD} », extension « {WITHHELD} »."
 
     def test_kit_defects_are_mended_in_the_cache_not_in_the_kit(self, tmp_path: Path) -> None:
         kit_dir = make_tiny_kit(tmp_path)

@@ -20,6 +20,8 @@ A cache entry is a scratch copy of the kit's ``schematrons/`` and ``jeuxDeValeur
 two defects of the kit are mended, as the workplace's ``ans-check`` does: includes whose file
 name differs only by case (the kit was authored on Windows), and ART-DECOR value-set files
 (``voc-<oid>-DYNAMIC.xml``) the kit lacks, rebuilt from the kit's own SVS value sets. The
+copy also keeps patient data out of the messages: where an assert quotes a document's
+``@value`` or ``@extension`` (a birth date, an INS), it prints a placeholder. The
 XSLT lives beside its schematron, because the kit reads its value sets by paths relative to
 it. Everything is written to a temporary name then renamed, so processes sharing a cache
 never see half-written files.
@@ -62,7 +64,7 @@ PROFILES = (
 _CODE = "config.ans-kit"
 _INSTALL = "pip install 'crbio[ans]'"
 # Bump when the layout or the mending of a cache entry changes: old entries are then ignored.
-_CACHE_FORMAT = "1"
+_CACHE_FORMAT = "2"
 _PIPELINE = ("iso_dsdl_include.xsl", "iso_abstract_expand.xsl", "iso_svrl_for_xslt2.xsl")
 _XSL_SUFFIX = ".crbio.xsl"
 _MANIFEST = "crbio-ans-kit.json"
@@ -282,6 +284,17 @@ def _art_decor_value_set(oid: str, svs: Path) -> bytes:
     return bytes(etree.tostring(value_sets, xml_declaration=True, encoding="UTF-8"))
 
 
+# Messages that quote an @value or @extension quote document content that can be patient
+# data (INS matricule, birth date, telephone): the scratch copy prints a placeholder instead.
+_QUOTED_VALUE = re.compile(r'<((?:[A-Za-z][\w.-]*:)?)value-of\s+select="(?:@value|@extension|\$value)"\s*/>')
+WITHHELD = "[valeur non affichée]"
+
+
+def _withhold_values(schematron: str) -> str:
+    """The schematron with its messages' quotes of document values replaced by a placeholder."""
+    return _QUOTED_VALUE.sub(WITHHELD, schematron)
+
+
 def _mend_runtime_documents(top: Path, trees: Iterable[etree._ElementTree], entry: Path) -> None:
     """Make sure every document the schematron reads exists, rebuilding missing voc files."""
     index: dict[str, Path] | None = None
@@ -422,7 +435,10 @@ class AnsKit:
             for relative, path in files:
                 target = scratch / relative
                 target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(path, target)
+                if path.suffix == ".sch":
+                    target.write_text(_withhold_values(path.read_text("utf-8")), encoding="utf-8")
+                else:
+                    shutil.copyfile(path, target)
             manifest = {
                 "kit_dir": str(self.kit_dir),
                 "sha256": self.digest,
