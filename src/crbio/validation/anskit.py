@@ -290,6 +290,14 @@ _QUOTED_VALUE = re.compile(r'<((?:[A-Za-z][\w.-]*:)?)value-of\s+select="(?:@valu
 WITHHELD = "[valeur non affichée]"
 
 
+def _cache_error(where: Path, error: OSError) -> ConfigurationError:
+    return ConfigurationError(
+        f"cannot write the ANS kit cache in {where} ({error.strerror}); "
+        "set CRBIO_CACHE_DIR or pass cache_dir",
+        code=_CODE,
+    )
+
+
 def _withhold_values(schematron: str) -> str:
     """The schematron with its messages' quotes of document values replaced by a placeholder."""
     return _QUOTED_VALUE.sub(WITHHELD, schematron)
@@ -378,11 +386,7 @@ class AnsKit:
                 try:
                     self._transpile(schematron)
                 except OSError as error:
-                    raise ConfigurationError(
-                        f"cannot write the ANS kit cache in {self.cache_entry} ({error.strerror}); "
-                        "set CRBIO_CACHE_DIR or pass cache_dir",
-                        code=_CODE,
-                    ) from None
+                    raise _cache_error(self.cache_entry, error) from None
                 transpiled.append(schematron.name)
             executable = _executables.get(schematron.xsl)
             if executable is None:
@@ -426,11 +430,7 @@ class AnsKit:
             self.cache_entry.parent.mkdir(parents=True, exist_ok=True)
             scratch = Path(tempfile.mkdtemp(prefix=f".{self.cache_entry.name}.", dir=self.cache_entry.parent))
         except OSError as error:
-            raise ConfigurationError(
-                f"cannot write the ANS kit cache in {self.cache_entry.parent} ({error.strerror}); "
-                "set CRBIO_CACHE_DIR or pass cache_dir",
-                code=_CODE,
-            ) from None
+            raise _cache_error(self.cache_entry.parent, error) from None
         try:
             for relative, path in files:
                 target = scratch / relative
@@ -453,11 +453,7 @@ class AnsKit:
                 if not (self.cache_entry / _MANIFEST).is_file():
                     raise
         except OSError as error:
-            raise ConfigurationError(
-                f"cannot write the ANS kit cache in {self.cache_entry.parent} ({error.strerror}); "
-                "set CRBIO_CACHE_DIR or pass cache_dir",
-                code=_CODE,
-            ) from None
+            raise _cache_error(self.cache_entry.parent, error) from None
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 

@@ -20,7 +20,6 @@ from crbio import __version__
 from crbio._resources import data_path
 from crbio.identifiers import INS_OIDS, NATIONAL_PS_OID, finess_identifier, rpps_identifier
 from crbio.model import CodedValue, IntervalValue, Observation, Quantity, RatioValue, TextValue
-from crbio.model.common import display_unit, format_decimal
 
 __all__ = ["derived_oid", "derived_uuid", "environment", "hl7_ts"]
 
@@ -124,8 +123,6 @@ def environment() -> jinja2.Environment:
         value_type=value_type,
         number_type=number_type,
         display=display,
-        unit=display_unit,
-        fr_number=format_decimal,
         rpps_id=rpps_identifier,
         finess_id=finess_identifier,
     )
