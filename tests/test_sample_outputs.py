@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import SAMPLES, sample_files
 
 import crbio
+from conftest import SAMPLES, sample_files
 
 OUTPUT = SAMPLES / "output"
 # The PDF bytes depend on zlib and qpdf versions; the documents are compared without them.
