@@ -210,12 +210,7 @@ def _report_json(report: object) -> dict[str, object]:
 def _render(args: argparse.Namespace) -> int:
     from crbio.presentation import render_html
 
-    try:
-        data = args.file.read_bytes()
-    except OSError as e:
-        _error(f"{args.file.name}: cannot be read ({e.strerror})")
-        return EXIT_INPUT
-    html = render_html(data, stylesheet=args.stylesheet)
+    html = render_html(args.file, stylesheet=args.stylesheet)
     write_atomically(args.output.parent, {args.output.name: html})
     print(f"{args.file.name}: {args.output}")
     return EXIT_OK
