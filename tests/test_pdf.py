@@ -22,7 +22,8 @@ import pypdfium2 as pdfium
 import pytest
 import zxingcpp
 
-from crbio.documents.pdf import check_pdfa, render_pdf
+from conftest import sample_files
+from crbio.documents.pdf import check_pdfa, ins_datamatrix_payload, render_pdf
 from crbio.errors import BuildError
 from crbio.model import (
     Address,
@@ -294,6 +295,16 @@ def test_fonts_are_the_embedded_dejavu_subsets(base: Report) -> None:
 
 def test_datamatrix_on_page_1_decodes_to_the_exact_payload(base: Report) -> None:
     assert datamatrices(render_pdf(base)) == [ANS_SAMPLE_PAYLOAD.encode("ascii")]
+
+
+@pytest.mark.parametrize("sample", [p.name for p in sample_files()])
+def test_every_sample_carries_its_datamatrix_only_when_qualified(
+    sample_report: Callable[[str], Report], sample: str
+) -> None:
+    report = sample_report(sample)
+    payload = ins_datamatrix_payload(report.patient)
+    expected = [payload.encode("ascii")] if payload is not None else []
+    assert datamatrices(render_pdf(report)) == expected
 
 
 def test_datamatrix_of_a_production_ins(base: Report) -> None:
