@@ -252,7 +252,7 @@ def test_crbio_documents_render_through_the_stylesheet_they_point_to(ecbu: crbio
         text_of(tr.xpath("td//span")[0]): [text_of(td) for td in tr.xpath("td")[1:]]
         for tr in n3.xpath("//main//tbody/tr")
     }
-    assert rows["Leucocytes"] == ["85 000 /mL", "< 10 000", "Anormalement haut"]
+    assert rows["Leucocytes"] == ["85 000 /mL", "< 10 000 /mL", "Anormalement haut"]
     assert "85 000 /mL" in [text_of(span) for span in n3.xpath("//main//td/span[@class='sc-bold']")]
     n1 = lxml.html.document_fromstring(render_html(ecbu.n1))
     (link,) = n1.xpath("//main//a[@download]")

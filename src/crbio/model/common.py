@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import date, datetime
 from decimal import Decimal
 from functools import lru_cache
 
@@ -111,6 +112,16 @@ class Quantity:
         number = format_decimal(self.value)
         unit = display_unit(self.unit)
         return f"{number}\u00a0{unit}" if unit else number
+
+
+def format_date(value: date) -> str:
+    """A date as printed in French: ``04/01/2024``."""
+    return f"{value.day:02d}/{value.month:02d}/{value.year:04d}"
+
+
+def format_datetime(value: datetime) -> str:
+    """A date-time as printed in French, in its own UTC offset, never cut: ``04/01/2024 à 16:05``."""
+    return f"{format_date(value)}\u00a0à\u00a0{value.hour:02d}:{value.minute:02d}"
 
 
 def format_decimal(value: Decimal) -> str:

@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
-from crbio.model.common import Code, Quantity, format_decimal
+from crbio.model.common import Code, Quantity, display_unit, format_decimal
 
 __all__ = [
     "Battery",
@@ -92,16 +92,19 @@ class ReferenceRange:
     text: str | None = None
 
     def display(self) -> str:
-        """The range as printed (``3,89 – 6,00``, ``< 5``, or its text)."""
+        """The range as printed, with its unit (``3,89 – 6,00 mmol/L``, ``< 5 mg/L``), or its text."""
         if self.text:
             return self.text
         if self.low is not None and self.high is not None:
-            return f"{format_decimal(self.low.value)} \u2013 {format_decimal(self.high.value)}"
-        if self.high is not None:
-            return f"<\u00a0{format_decimal(self.high.value)}"
-        if self.low is not None:
-            return f">\u00a0{format_decimal(self.low.value)}"
-        return ""
+            bounds = f"{format_decimal(self.low.value)} \u2013 {format_decimal(self.high.value)}"
+        elif self.high is not None:
+            bounds = f"<\u00a0{format_decimal(self.high.value)}"
+        elif self.low is not None:
+            bounds = f">\u00a0{format_decimal(self.low.value)}"
+        else:
+            return ""
+        unit = display_unit((self.low or self.high or Quantity(Decimal(0))).unit)
+        return f"{bounds}\u00a0{unit}" if unit else bounds
 
 
 class ObservationStatus(StrEnum):

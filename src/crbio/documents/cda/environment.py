@@ -20,6 +20,7 @@ from crbio import __version__
 from crbio._resources import data_path
 from crbio.identifiers import INS_OIDS, NATIONAL_PS_OID, finess_identifier, rpps_identifier
 from crbio.model import CodedValue, IntervalValue, Observation, Quantity, RatioValue, TextValue
+from crbio.model.common import format_date, format_datetime
 
 __all__ = ["derived_oid", "derived_uuid", "environment", "hl7_ts"]
 
@@ -45,16 +46,6 @@ def hl7_ts(value: datetime | date | None) -> str:
     if isinstance(value, datetime):
         return value.strftime("%Y%m%d%H%M%S%z")
     return value.strftime("%Y%m%d")
-
-
-def french_datetime(value: datetime | None) -> str:
-    """A date-time as printed in French: ``04/01/2024 à 16:05``."""
-    return value.strftime("%d/%m/%Y à %H:%M") if value else ""
-
-
-def french_date(value: date | datetime | None) -> str:
-    """A date as printed in French: ``04/01/2024``."""
-    return value.strftime("%d/%m/%Y") if value else ""
 
 
 def hl7_number(value: Decimal) -> str:
@@ -117,8 +108,8 @@ def environment() -> jinja2.Environment:
     env.filters.update(
         indent=indent,
         ts=hl7_ts,
-        fr_datetime=french_datetime,
-        fr_date=french_date,
+        fr_datetime=format_datetime,
+        fr_date=format_date,
         hl7_number=hl7_number,
         value_type=value_type,
         number_type=number_type,

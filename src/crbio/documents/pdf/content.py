@@ -30,6 +30,7 @@ from crbio.model import (
     Professional,
     Report,
 )
+from crbio.model.common import format_date, format_datetime
 
 __all__ = ["DOCUMENT_TITLE", "MODULE", "report_blocks"]
 
@@ -121,8 +122,7 @@ def _professional(professional: Professional) -> str:
 
 def _executing(lab: ExecutingLaboratory, style: Style) -> list[Span]:
     text = (
-        f"Analyse réalisée par {lab.name} (FINESS\u00a0{lab.finess}), "
-        f"le {french.format_datetime(lab.performed_at)}"
+        f"Analyse réalisée par {lab.name} (FINESS\u00a0{lab.finess}), le {format_datetime(lab.performed_at)}"
     )
     if lab.biologist is not None:
         text += f"{COLON} biologiste {lab.biologist.name.display()}"
@@ -164,7 +164,7 @@ class _Content:
                 f"Accréditation COFRAC n°\u00a0{lab.accreditation}, portée disponible sur www.cofrac.fr"
             )
         left = [Span(lab.name + "\n", s.lab_name), *_lines(s.small, *details)]
-        created = f"Édité le {french.format_datetime(doc.created_at)}" if doc.created_at else None
+        created = f"Édité le {format_datetime(doc.created_at)}" if doc.created_at else None
         versions = f"Lot de versions{COLON} {doc.set_id}" if doc.set_id != doc.id else None
         right = [
             Span(DOCUMENT_TITLE + "\n", s.title),
@@ -250,7 +250,7 @@ class _Content:
         ]
         if patient.birth_date is not None:
             age = french.age_text(patient, self.age_reference())
-            born = french.format_date(patient.birth_date) + (f" ({age})" if age else "")
+            born = format_date(patient.birth_date) + (f" ({age})" if age else "")
             fields.append(("Date de naissance", [Span(born, body)]))
         if patient.birthplace_code:
             code = f"code INSEE {patient.birthplace_code}"
@@ -340,22 +340,22 @@ class _Content:
         ]
         prescription = []
         if r.prescribed_at is not None:
-            prescription.append(f"le {french.format_datetime(r.prescribed_at)}")
+            prescription.append(f"le {format_datetime(r.prescribed_at)}")
         if r.order_id is not None:
             prescription.append(f"demande n°\u00a0{r.order_id.extension or r.order_id.root}")
         fields.append(("Prescription", [Span(", ".join(prescription), body)]))
         encounter = r.encounter
         kind = encounter.kind.display or encounter.kind.code
-        stay = f"{kind}, le {french.format_datetime(encounter.start)}"
+        stay = f"{kind}, le {format_datetime(encounter.start)}"
         if encounter.id is not None:
             stay += f" (n°\u00a0{encounter.id.extension or encounter.id.root})"
         fields.append(("Prise en charge", [Span(stay, body)]))
         specimens = []
         for specimen in r.specimens:
-            collected = french.format_datetime(specimen.collected_at)
+            collected = format_datetime(specimen.collected_at)
             text = f"{self.specimen_name(specimen.key)}{COLON} prélevé le {collected}"
             if specimen.received_at is not None:
-                text += f", reçu le {french.format_datetime(specimen.received_at)}"
+                text += f", reçu le {format_datetime(specimen.received_at)}"
             specimens.append(text)
         fields.append(("Échantillon(s)", _lines(body, *specimens)))
         return Row(tuple(self.box("Demande", fields)), _WIDTH, border=Colors.RULE, space_after=4.0)
@@ -451,14 +451,14 @@ class _Content:
         if obs.status is ObservationStatus.ABORTED:
             result = [Span("non réalisé", s.body_bold)]
         elif obs.value is not None:
-            result = [Span(french.value_text(obs.value), s.result_abnormal if abnormal else s.body)]
+            result = [Span(obs.value.display(), s.result_abnormal if abnormal else s.body)]
         flag = self.flag(obs.interpretation)
         flag_spans = [Span(flag, s.flag if abnormal else s.body)] if flag else []
-        reference = [Span(french.reference_text(obs.reference_range), s.body)] if obs.reference_range else []
+        reference = [Span(obs.reference_range.display(), s.body)] if obs.reference_range else []
         previous: list[Span] = []
         for index, earlier in enumerate(obs.previous):
-            previous.append(Span(("\n" if index else "") + french.value_text(earlier.value), s.body))
-            previous.append(Span(f"\nle {french.format_date(earlier.time.date())}", s.small))
+            previous.append(Span(("\n" if index else "") + earlier.value.display(), s.body))
+            previous.append(Span(f"\nle {format_date(earlier.time.date())}", s.small))
         columns = _RESULT_COLUMNS
         cells = (
             _cell(columns[0], label),
@@ -523,7 +523,7 @@ class _Content:
         if obs.status is ObservationStatus.ABORTED:
             value = [Span("non réalisé", s.body_bold)]
         elif obs.value is not None:
-            value = [Span(french.value_text(obs.value), s.body)]
+            value = [Span(obs.value.display(), s.body)]
         interpretation = obs.interpretation
         # The category's display name is the French word (Sensible, Intermédiaire, Résistant…).
         category = (interpretation.display or interpretation.code) if interpretation is not None else ""
@@ -573,7 +573,7 @@ class _Content:
         """Who validated the report and when; results sent before validation say so instead."""
         r = self.report
         biologist = _professional(r.biologist)
-        when = french.format_datetime(r.validated_at)
+        when = format_datetime(r.validated_at)
         if r.document.before_validation:
             text = (
                 f"Résultats transmis avant validation biologique, sous la responsabilité de {biologist}, "

@@ -7,26 +7,21 @@ A no-break space (U+00A0) precedes the colon, as French typography requires.
 from __future__ import annotations
 
 import re
-from datetime import date, datetime
+from datetime import datetime
 from typing import Final
 
-from crbio.model import Code, Patient, Quantity, ReferenceRange, Sex, Telecom, Value
-from crbio.model.common import display_unit, format_decimal
+from crbio.model import Code, Patient, Sex, Telecom
 
 __all__ = [
     "ABNORMAL",
     "COLON",
     "age_text",
     "born_word",
-    "format_date",
-    "format_datetime",
     "interpretation_flag",
     "is_abnormal",
     "phone",
-    "reference_text",
     "sex_label",
     "telecom_text",
-    "value_text",
 ]
 
 #: A label and its colon: « Sexe : ».
@@ -85,16 +80,6 @@ _TELECOM_USE: Final = {
 }
 
 
-def format_date(value: date) -> str:
-    """``04/01/2024``."""
-    return f"{value.day:02d}/{value.month:02d}/{value.year:04d}"
-
-
-def format_datetime(value: datetime) -> str:
-    """``04/01/2024 à 16:05``, in the time's own offset, with no-break spaces (never cut)."""
-    return f"{format_date(value)}\u00a0à\u00a0{value.hour:02d}:{value.minute:02d}"
-
-
 def sex_label(sex: Sex) -> str:
     """``Féminin``, ``Masculin`` or ``Non renseigné``."""
     return _SEX[sex]
@@ -142,25 +127,6 @@ def telecom_text(telecom: Telecom) -> str:
     if scheme == "mailto":
         return f"Messagerie{suffix}{COLON} {telecom.address}"
     return telecom.uri
-
-
-def value_text(value: Value) -> str:
-    """A result as printed: ``value.display()``, with the printed form of units remembered."""
-    if isinstance(value, Quantity):
-        unit = display_unit(value.unit)
-        number = format_decimal(value.value)
-        return f"{number}\u00a0{unit}" if unit else number
-    return value.display()
-
-
-def reference_text(reference: ReferenceRange) -> str:
-    """A reference interval with its unit (``3,89 – 6,00 mmol/L``, ``> 90 mL/min/1,73 m²``)."""
-    text = reference.display()
-    if not text or reference.text:
-        return text
-    bound: Quantity | None = reference.low or reference.high
-    unit = display_unit(bound.unit) if bound is not None else ""
-    return f"{text}\u00a0{unit}" if unit else text
 
 
 def interpretation_flag(interpretation: Code | None) -> str | None:

@@ -19,6 +19,7 @@ from crbio.documents.pdf.text import Line, Span, wrap
 from crbio.documents.pdf.writer import Document
 from crbio.errors import BuildError, CrbioError
 from crbio.model import Report
+from crbio.model.common import format_date
 
 __all__ = ["METADATA_TITLE", "render_pdf"]
 
@@ -103,9 +104,9 @@ def _running_header(report: Report) -> list[Line]:
         name += f" (nom utilisé{french.COLON} {patient.used_family_name})"
     born = ""
     if patient.birth_date is not None:
-        born = f", {french.born_word(patient.sex)} le {french.format_date(patient.birth_date)}"
+        born = f", {french.born_word(patient.sex)} le {format_date(patient.birth_date)}"
     created = report.document.created_at
-    subtitle = DOCUMENT_TITLE + (f" du {french.format_date(created.date())}" if created else "")
+    subtitle = DOCUMENT_TITLE + (f" du {format_date(created.date())}" if created else "")
     width = PAGE.content_width
     return [
         *wrap([Span(name, s.body_bold), Span(born, s.body)], width),
