@@ -8,6 +8,7 @@ configuration problem, 70 on an internal error.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -17,10 +18,11 @@ from typing import TYPE_CHECKING
 
 from crbio import __version__
 from crbio._files import write_atomically
-from crbio.errors import ConfigurationError, CrbioError, InputError, InvalidReport, ValidationFailed
+from crbio.errors import ConfigurationError, CrbioError, InputError, ValidationFailed
 
 if TYPE_CHECKING:
     from crbio.validation.anskit import AnsKit
+    from crbio.validation.report import ValidationReport
 
 __all__ = ["main"]
 
@@ -153,17 +155,10 @@ def _build(args: argparse.Namespace) -> int:
                     if not outcome.ok:
                         raise ValidationFailed(outcome)
             written = documents.write(args.output, stem=path.stem)
-        except InvalidReport as e:
+        except (InputError, ValidationFailed) as e:
+            # One unusable report (2) outweighs one that does not conform (1).
             _error(f"{path.name}: {e}")
-            status = max(status, EXIT_INPUT)
-            continue
-        except ValidationFailed as e:
-            _error(f"{path.name}: {e}")
-            status = max(status, EXIT_INVALID) if status != EXIT_INPUT else status
-            continue
-        except InputError as e:
-            _error(f"{path.name}: {e}")
-            status = max(status, EXIT_INPUT)
+            status = max(status, EXIT_INPUT if isinstance(e, InputError) else EXIT_INVALID)
             continue
         names = ", ".join(p.name for p in written if p.suffix != ".xsl")
         print(f"{path.name}: {names} (document {documents.document_id})")
@@ -199,12 +194,8 @@ def _validate(args: argparse.Namespace) -> int:
     return status
 
 
-def _report_json(report: object) -> dict[str, object]:
-    from dataclasses import asdict
-
-    data = asdict(report)  # type: ignore[call-overload]
-    data["ok"] = not data["findings"]
-    return data  # type: ignore[no-any-return]
+def _report_json(report: ValidationReport) -> dict[str, object]:
+    return {**dataclasses.asdict(report), "ok": report.ok}
 
 
 def _render(args: argparse.Namespace) -> int:

@@ -28,7 +28,7 @@ from crbio.identifiers import INS_OIDS, check_ins_matricule, check_oid
 from crbio.model.common import display_unit, format_decimal
 from crbio.validation.report import Finding, ValidationReport
 
-__all__ = ["check_rules", "embedded_pdf"]
+__all__ = ["check_rules", "embedded_pdf", "is_n1"]
 
 NS = {"h": "urn:hl7-org:v3", "xsi": "http://www.w3.org/2001/XMLSchema-instance"}
 _XSI_TYPE = "{http://www.w3.org/2001/XMLSchema-instance}type"
@@ -42,7 +42,7 @@ def check_rules(tree: etree._ElementTree, *, label: str) -> ValidationReport:
     findings = list(_identity(root))
     findings += _stylesheet(tree)
     findings += _codes(index)
-    if root.find("h:component/h:nonXMLBody", NS) is not None:
+    if is_n1(tree):
         findings += _n1_body(root)
     else:
         findings += _references(index)
@@ -69,6 +69,11 @@ _UNITS = etree.XPath("//*[@unit]")
 _REFERENCES = etree.XPath("//h:reference[@value]", namespaces=NS)
 _MEDIA_REFS = etree.XPath("//h:renderMultiMedia", namespaces=NS)
 _OBSERVATIONS = etree.XPath("//h:observation", namespaces=NS)
+
+
+def is_n1(tree: etree._ElementTree) -> bool:
+    """Whether a CDA is an N1 (non-XML body, here the PDF) rather than a structured N3."""
+    return tree.getroot().find("h:component/h:nonXMLBody", NS) is not None
 
 
 def embedded_pdf(tree: etree._ElementTree) -> bytes | None:

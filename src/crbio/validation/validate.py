@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from crbio._xml import parse_xml
 from crbio.validation.report import Finding, ValidationReport
-from crbio.validation.rules import check_rules, embedded_pdf
+from crbio.validation.rules import check_rules, embedded_pdf, is_n1
 from crbio.validation.xsd import validate_xsd
 
 if TYPE_CHECKING:
@@ -44,6 +44,5 @@ def validate_document(
         report = report.merged(ValidationReport(label, ("pdfa",), findings))
     if ans_kit is not None:
         # The CR-BIO volet applies to the structured N3; an N1 only meets the transverse profiles.
-        is_n1 = tree.getroot().find("{urn:hl7-org:v3}component/{urn:hl7-org:v3}nonXMLBody") is not None
-        report = report.merged((ans_kit.transverse() if is_n1 else ans_kit).check(data, label=label))
+        report = report.merged((ans_kit.transverse() if is_n1(tree) else ans_kit).check(data, label=label))
     return report
