@@ -8,8 +8,13 @@ machine-readable ``code``; callers can catch the whole family or one branch::
     │   └── InvalidReport           one or more fields break a rule; .problems lists them
     ├── ConfigurationError          a setting, a stylesheet or a resource is missing or wrong
     ├── BuildError                  a document could not be produced from a valid report
-    └── ValidationFailed            a produced document fails XSD, crbio's rules or the ANS kit
-                                    (exit 1); .report holds every finding
+    ├── ValidationFailed            a produced document fails XSD, crbio's rules or the ANS kit
+    │                               (exit 1); .report holds every finding
+    └── DispatchError               a delivery could not be planned, queued or made
+        ├── SendError               a sender failed; .retryable says whether to try again
+        │   ├── TransientSendError  timeouts, refused connections, 5xx, XDS *Busy/*NotAvailable
+        │   └── PermanentSendError  the server refused the message: retrying cannot help
+        └── OutboxError             the outbox database is missing, locked or corrupted
 
 Messages never quote patient data: they name the field (a JSON path such as
 ``$.patient.ins.matricule``) and the rule that was broken, nothing more.
@@ -28,9 +33,14 @@ __all__ = [
     "BuildError",
     "ConfigurationError",
     "CrbioError",
+    "DispatchError",
     "InputError",
     "InvalidReport",
+    "OutboxError",
+    "PermanentSendError",
     "Problem",
+    "SendError",
+    "TransientSendError",
     "ValidationFailed",
 ]
 
@@ -125,3 +135,54 @@ class ValidationFailed(CrbioError):
     def __init__(self, report: ValidationReport) -> None:
         self.report = report
         super().__init__(report.summary())
+
+
+class DispatchError(CrbioError):
+    """A delivery could not be planned, queued or made."""
+
+    code = "dispatch"
+
+
+class SendError(DispatchError):
+    """A sender could not deliver; the outbox retries it or dead-letters it.
+
+    Attributes:
+        retryable: Whether trying again later may succeed.
+        reason: The server's own reason (an XDS error code, an SMTP reply, an HL7 ERR), kept in
+            the journal; like every message it must not quote patient data.
+        detail: JSON-serialisable facts about the failure for the journal (status codes, ids).
+    """
+
+    code = "dispatch.send"
+    retryable = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        reason: str | None = None,
+        detail: dict[str, object] | None = None,
+    ) -> None:
+        super().__init__(message, code=code)
+        self.reason = reason or message
+        self.detail = dict(detail or {})
+
+
+class TransientSendError(SendError):
+    """A failure worth retrying: timeout, connection error, 5xx, XDS *Busy / *NotAvailable."""
+
+    code = "dispatch.transient"
+    retryable = True
+
+
+class PermanentSendError(SendError):
+    """The destination refused the delivery for good (unknown patient, metadata error, 5xx SMTP)."""
+
+    code = "dispatch.permanent"
+
+
+class OutboxError(DispatchError):
+    """The outbox database is missing, locked, corrupted or of an unknown schema version."""
+
+    code = "dispatch.outbox"

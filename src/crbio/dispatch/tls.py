@@ -1,0 +1,151 @@
+"""TLS contexts and secrets for the senders, from their configuration section.
+
+Certificates are always verified; the CA bundle can be replaced (the IGC Santé chains are not
+in the public stores). Client certificates come from PEM files or a PKCS#12 bundle. Secrets
+are given by file (``<name>_file``) or environment variable (``<name>_env``), never inline in
+a shared file, and are never logged.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.x509 import Certificate
+
+from crbio.dispatch.senders.base import SenderContext
+from crbio.errors import ConfigurationError
+
+__all__ = ["ClientCredential", "client_credential", "read_secret", "tls_context"]
+
+
+def read_secret(section: Mapping[str, Any], name: str, *, where: str, required: bool = True) -> str | None:
+    """The secret ``name`` of a section, read from ``<name>_file`` or ``<name>_env``.
+
+    An inline ``<name>`` value is accepted too, for local tests; files and environment
+    variables are what a deployment should use.
+
+    Raises:
+        ConfigurationError: the secret is required and not given, or its file or variable is missing.
+    """
+    if f"{name}_file" in section:
+        path = Path(str(section[f"{name}_file"])).expanduser()
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigurationError(
+                f"{where}.{name}_file: cannot read the secret file ({exc.strerror})", code="config.secret"
+            ) from None
+    if f"{name}_env" in section:
+        variable = str(section[f"{name}_env"])
+        if variable not in os.environ:
+            raise ConfigurationError(
+                f"{where}.{name}_env: environment variable {variable} is not set", code="config.secret"
+            )
+        return os.environ[variable]
+    if name in section:
+        return str(section[name])
+    if required:
+        raise ConfigurationError(f"{where}: {name}_file or {name}_env is required", code="config.secret")
+    return None
+
+
+@dataclass(frozen=True)
+class ClientCredential:
+    """A certificate with its private key (ORG AUTH_CLI for TLS, ORG SIGN for signatures)."""
+
+    certificate: Certificate
+    chain: tuple[Certificate, ...]
+    private_key: Any  # a cryptography private key
+
+    def pem_files(self, directory: Path) -> tuple[Path, Path]:
+        """Write the chain and the key as PEM files (mode 0600) for APIs that only take paths."""
+        cert_path, key_path = directory / "client.crt", directory / "client.key"
+        pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (self.certificate, *self.chain))
+        key = self.private_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        for path, data in ((cert_path, pem), (key_path, key)):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+        return cert_path, key_path
+
+
+def client_credential(
+    section: Mapping[str, Any], prefix: str, context: SenderContext, *, where: str, required: bool = False
+) -> ClientCredential | None:
+    """The credential named by ``<prefix>_pkcs12`` or ``<prefix>_cert`` + ``<prefix>_key``.
+
+    Passwords come from ``<prefix>_password_file`` / ``<prefix>_password_env``.
+
+    Raises:
+        ConfigurationError: files missing or unreadable, wrong password, or required and absent.
+    """
+    password = read_secret(section, f"{prefix}_password", where=where, required=False)
+    secret = password.encode() if password else None
+    try:
+        if f"{prefix}_pkcs12" in section:
+            data = context.path(section[f"{prefix}_pkcs12"]).read_bytes()
+            key, cert, extra = pkcs12.load_key_and_certificates(data, secret)
+            if key is None or cert is None:
+                raise ConfigurationError(
+                    f"{where}.{prefix}_pkcs12: no key or certificate", code="config.certificate"
+                )
+            return ClientCredential(cert, tuple(extra), key)
+        if f"{prefix}_cert" in section:
+            from cryptography.x509 import load_pem_x509_certificates
+
+            certs = load_pem_x509_certificates(context.path(section[f"{prefix}_cert"]).read_bytes())
+            key_file = section.get(f"{prefix}_key")
+            if key_file is None:
+                raise ConfigurationError(
+                    f"{where}.{prefix}_key is required with {prefix}_cert", code="config.certificate"
+                )
+            key = serialization.load_pem_private_key(context.path(key_file).read_bytes(), secret)
+            return ClientCredential(certs[0], tuple(certs[1:]), key)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"{where}.{prefix}: cannot read ({exc.strerror})", code="config.certificate"
+        ) from None
+    except ValueError:
+        raise ConfigurationError(
+            f"{where}.{prefix}: not a certificate and key, or wrong password", code="config.certificate"
+        ) from None
+    if required:
+        raise ConfigurationError(
+            f"{where}: {prefix}_pkcs12 or {prefix}_cert is required", code="config.certificate"
+        )
+    return None
+
+
+def tls_context(
+    section: Mapping[str, Any], context: SenderContext, *, where: str, client_prefix: str = "client"
+) -> ssl.SSLContext:
+    """A client TLS context: verification on, optional CA bundle (``ca_file``), optional client cert.
+
+    Raises:
+        ConfigurationError: a file is missing or unreadable.
+    """
+    tls = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    tls.minimum_version = ssl.TLSVersion.TLSv1_2
+    if "ca_file" in section:
+        try:
+            tls.load_verify_locations(cafile=str(context.path(section["ca_file"])))
+        except (OSError, ssl.SSLError):
+            raise ConfigurationError(
+                f"{where}.ca_file: cannot load the CA bundle", code="config.certificate"
+            ) from None
+    credential = client_credential(section, client_prefix, context, where=where)
+    if credential is not None:
+        with tempfile.TemporaryDirectory(prefix="crbio-tls-") as tmp:
+            cert_path, key_path = credential.pem_files(Path(tmp))
+            tls.load_cert_chain(cert_path, key_path)
+    return tls
