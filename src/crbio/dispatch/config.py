@@ -1,0 +1,251 @@
+"""The dispatch configuration: one TOML file for the lab identity, rules, outbox, retries and destinations.
+
+::
+
+    [laboratory]                # who sends (VIHF, XDS author and sourceId, HL7 PRT, XDM README)
+    finess = "920000015"        # FINESS géographique, without the "1" prefix
+    name = "Laboratoire des Charmes"
+    oid = "1.2.250.1.999.1"     # OID root of the lab's systems
+    responsible_rpps = "10100012342"   # person responsible for automated sending (optional)
+    responsible_name = "CAMPARINI Marcel"
+
+    [software]
+    nil = "NIL-0000"            # X-MSS-NIL, from convergence.esante.gouv.fr
+    dmp_homologation = "..."    # CNDA homologation number
+
+    [outbox]
+    path = "crbio-outbox.sqlite"
+    lease_seconds = 120
+
+    [retry]                     # exponential backoff with jitter for retryable failures
+    max_attempts = 12
+    initial_delay = 30          # seconds
+    max_delay = 3600
+    multiplier = 2
+    jitter = 0.2
+
+    [rules]                     # routing choices left to the lab (see crbio.dispatch.plan)
+    mssante_patient = true      # send to the patient's Mon espace santé address
+    patient_no_reply = true     # X-MSS-MES: FIN on messages to the patient
+    masque_ps_blocks_mssante = true
+    request_dsn = true
+    request_mdn = false
+
+    [destinations.dmp]          # one section per channel: enabled, sender, then the sender's keys
+    enabled = true
+    sender = "dmp"
+    url = "https://…/si-dmp-server/v2/services"
+
+Relative paths are resolved against the file's directory. Secrets are read from files or
+environment variables by the senders (``password_file``, ``client_secret_env``…) and are never
+logged or printed.
+"""
+
+from __future__ import annotations
+
+import random
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from crbio import __version__
+from crbio.dispatch.delivery import Channel
+from crbio.dispatch.senders.base import SenderContext
+from crbio.errors import ConfigurationError
+
+__all__ = ["DEFAULT_SENDERS", "Destination", "DispatchConfig", "RetryPolicy", "RoutingRules"]
+
+DEFAULT_SENDERS = {Channel.DMP: "dmp", Channel.MSSANTE: "smtp", Channel.HL7V2: "mllp"}
+
+_SECTIONS = {"laboratory", "software", "outbox", "retry", "rules", "destinations"}
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Exponential backoff with jitter for retryable failures, and when to give up."""
+
+    max_attempts: int = 12
+    initial_delay: float = 30.0
+    max_delay: float = 3600.0
+    multiplier: float = 2.0
+    jitter: float = 0.2
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        base = min(self.max_delay, self.initial_delay * self.multiplier ** max(0, attempt - 1))
+        spread = (rng or random).uniform(-self.jitter, self.jitter)
+        return max(0.0, base * (1 + spread))
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingRules:
+    """Routing choices the domain leaves to the laboratory; defaults follow the ANS rules."""
+
+    mssante_patient: bool = True
+    patient_no_reply: bool = True
+    masque_ps_blocks_mssante: bool = True
+    request_dsn: bool = True
+    request_mdn: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """One channel's section: switched on or off, the sender serving it, the sender's settings."""
+
+    channel: Channel
+    enabled: bool
+    sender: str
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def address(self) -> str:
+        """The recipient address of a system destination (HL7 v2): its configured name."""
+        return str(self.settings.get("name", self.channel.value))
+
+
+@dataclass(frozen=True)
+class DispatchConfig:
+    """Everything dispatch needs, read from one TOML file (see the module docstring)."""
+
+    context: SenderContext
+    outbox_path: Path
+    lease_seconds: float = 120.0
+    retry: RetryPolicy = RetryPolicy()
+    rules: RoutingRules = RoutingRules()
+    destinations: Mapping[Channel, Destination] = field(default_factory=dict)
+
+    def destination(self, channel: Channel) -> Destination | None:
+        """The enabled destination of a channel, or None when it is off or not configured."""
+        found = self.destinations.get(channel)
+        return found if found is not None and found.enabled else None
+
+    @classmethod
+    def load(cls, path: str | Path) -> DispatchConfig:
+        """Read a TOML configuration file.
+
+        Raises:
+            ConfigurationError: the file is missing or not TOML, or a setting is wrong; the
+                message names the setting (``retry.max_attempts``…), never a secret's value.
+        """
+        file = Path(path)
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigurationError(f"{file}: cannot read ({exc.strerror})", code="config.file") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigurationError(f"{file}: not valid TOML ({exc})", code="config.file") from None
+        return cls.from_mapping(data, base_dir=file.resolve().parent)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, base_dir: Path | None = None) -> DispatchConfig:
+        """Build the configuration from already-parsed TOML data."""
+        base = base_dir or Path.cwd()
+        unknown = sorted(set(data) - _SECTIONS)
+        if unknown:
+            raise ConfigurationError(f"{unknown[0]}: unknown section", code="config.key")
+        lab = _table(data, "laboratory")
+        software = _table(data, "software")
+        context = SenderContext(
+            laboratory_finess=_required(lab, "laboratory", "finess"),
+            laboratory_name=_required(lab, "laboratory", "name"),
+            laboratory_oid=_required(lab, "laboratory", "oid"),
+            responsible_rpps=_string(lab, "laboratory", "responsible_rpps", required=False),
+            responsible_name=_string(lab, "laboratory", "responsible_name", required=False),
+            software_name=_string(software, "software", "name", required=False) or "crbio",
+            software_version=_string(software, "software", "version", required=False) or __version__,
+            nil=_string(software, "software", "nil", required=False),
+            dmp_homologation=_string(software, "software", "dmp_homologation", required=False),
+            base_dir=base,
+        )
+        _only(lab, "laboratory", {"finess", "name", "oid", "responsible_rpps", "responsible_name"})
+        _only(software, "software", {"name", "version", "nil", "dmp_homologation"})
+        outbox = _table(data, "outbox")
+        _only(outbox, "outbox", {"path", "lease_seconds"})
+        outbox_path = Path(
+            _string(outbox, "outbox", "path", required=False) or "crbio-outbox.sqlite"
+        ).expanduser()
+        retry_table = _table(data, "retry")
+        _only(retry_table, "retry", set(RetryPolicy.__slots__))
+        retry = RetryPolicy(**{k: _number(retry_table, "retry", k) for k in retry_table})  # type: ignore[arg-type]
+        if (
+            retry.max_attempts < 1
+            or retry.initial_delay < 0
+            or retry.multiplier < 1
+            or not 0 <= retry.jitter < 1
+        ):
+            raise ConfigurationError("retry: values out of range", code="config.value")
+        rules_table = _table(data, "rules")
+        _only(rules_table, "rules", set(RoutingRules.__slots__))
+        for key, value in rules_table.items():
+            if not isinstance(value, bool):
+                raise ConfigurationError(f"rules.{key}: must be true or false", code="config.value")
+        destinations: dict[Channel, Destination] = {}
+        for name, section in _table(data, "destinations").items():
+            try:
+                channel = Channel(name)
+            except ValueError:
+                known = ", ".join(c.value for c in Channel)
+                raise ConfigurationError(
+                    f"destinations.{name}: unknown channel (one of {known})", code="config.key"
+                ) from None
+            if not isinstance(section, Mapping):
+                raise ConfigurationError(f"destinations.{name}: must be a table", code="config.value")
+            settings = {k: v for k, v in section.items() if k not in {"enabled", "sender"}}
+            enabled = section.get("enabled", True)
+            if not isinstance(enabled, bool):
+                raise ConfigurationError(
+                    f"destinations.{name}.enabled: must be true or false", code="config.value"
+                )
+            sender = (
+                _string(section, f"destinations.{name}", "sender", required=False) or DEFAULT_SENDERS[channel]
+            )
+            destinations[channel] = Destination(channel, enabled, sender, settings)
+        return cls(
+            context=context,
+            outbox_path=outbox_path if outbox_path.is_absolute() else base / outbox_path,
+            lease_seconds=float(
+                _number(outbox, "outbox", "lease_seconds") if "lease_seconds" in outbox else 120.0
+            ),
+            retry=retry,
+            rules=RoutingRules(**rules_table),
+            destinations=destinations,
+        )
+
+
+def _table(data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = data.get(name, {})
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(f"{name}: must be a table", code="config.value")
+    return value
+
+
+def _only(table: Mapping[str, Any], where: str, allowed: set[str]) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ConfigurationError(f"{where}.{unknown[0]}: unknown setting", code="config.key")
+
+
+def _string(table: Mapping[str, Any], where: str, key: str, *, required: bool = True) -> str | None:
+    value = table.get(key)
+    if value is None:
+        if required:
+            raise ConfigurationError(f"{where}.{key}: required", code="config.missing")
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigurationError(f"{where}.{key}: must be a non-empty string", code="config.value")
+    return value
+
+
+def _required(table: Mapping[str, Any], where: str, key: str) -> str:
+    value = _string(table, where, key)
+    assert value is not None
+    return value
+
+
+def _number(table: Mapping[str, Any], where: str, key: str) -> float | int:
+    value = table[key]
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ConfigurationError(f"{where}.{key}: must be a non-negative number", code="config.value")
+    return value
