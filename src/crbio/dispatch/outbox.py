@@ -1,0 +1,562 @@
+"""The durable outbox and transmission journal, on SQLite in WAL mode.
+
+Every state change is one transaction::
+
+    queued ──claim──▶ sending ──ack──▶ acknowledged
+       ▲                 │
+       └── retrying ◀────┤ retryable failure (backoff with jitter)
+                         └──▶ dead      permanent failure, or retries exhausted
+
+A delivery's idempotency key (document, version, destination, action) is unique, so queuing
+the same plan twice, or after a restart, adds nothing. Claiming is one ``UPDATE … RETURNING``
+under SQLite's write lock, so two workers never hold the same delivery; a claim is a lease:
+if its worker dies, the delivery becomes claimable again when the lease expires, marked
+*in doubt* so the next worker first asks the destination whether it already has it.
+
+The journal (GBUI VII-2) is the ``deliveries`` rows (who, what, when, acknowledgement,
+outcome), the ``events`` of each, and the ``suppressions``: who did not receive and why.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from crbio.dispatch.delivery import Acknowledgement, Action, Channel, Delivery
+from crbio.dispatch.plan import Plan
+from crbio.errors import OutboxError
+
+__all__ = ["Claim", "Outbox", "Transmission", "new_worker_id"]
+
+SCHEMA_VERSION = "1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS documents (
+    document_id TEXT PRIMARY KEY,
+    set_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    replaces TEXT,
+    confidentiality TEXT NOT NULL,
+    n3 BLOB NOT NULL,
+    pdf BLOB NOT NULL,
+    stored_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    document_id TEXT NOT NULL REFERENCES documents (document_id),
+    version INTEGER NOT NULL,
+    channel TEXT NOT NULL,
+    action TEXT NOT NULL,
+    recipient_kind TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    recipient_id TEXT,
+    sender TEXT NOT NULL,
+    delivery TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('queued', 'sending', 'retrying', 'acknowledged', 'dead')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    due REAL NOT NULL,
+    lease_owner TEXT,
+    queued_at TEXT NOT NULL,
+    sent_at TEXT,
+    acknowledged_at TEXT,
+    dead_at TEXT,
+    last_error TEXT,
+    ack_summary TEXT,
+    ack_detail TEXT
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (due)
+    WHERE state IN ('queued', 'retrying', 'sending');
+CREATE INDEX IF NOT EXISTS deliveries_document ON deliveries (document_id);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    delivery_id INTEGER NOT NULL REFERENCES deliveries (id),
+    at TEXT NOT NULL,
+    event TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    worker TEXT,
+    detail TEXT
+);
+CREATE INDEX IF NOT EXISTS events_delivery ON events (delivery_id);
+CREATE TABLE IF NOT EXISTS suppressions (
+    id INTEGER PRIMARY KEY,
+    document_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    channel TEXT NOT NULL,
+    recipient TEXT,
+    reason TEXT NOT NULL,
+    explanation TEXT NOT NULL,
+    at TEXT NOT NULL,
+    UNIQUE (document_id, channel, recipient, reason)
+);
+"""
+
+
+def new_worker_id() -> str:
+    """A worker id unique across hosts and processes, for leases and the journal."""
+    return f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A delivery leased to one worker: make it, then acknowledge it or report the failure."""
+
+    row_id: int
+    delivery: Delivery
+    sender: str
+    attempt: int
+    in_doubt: bool  # an earlier attempt was cut off mid-send: the destination may already have it
+    worker: str
+
+
+@dataclass(frozen=True, slots=True)
+class Transmission:
+    """One journal line: a delivery, its state and acknowledgement."""
+
+    document_id: str
+    version: int
+    channel: str
+    action: str
+    recipient_kind: str
+    recipient: str
+    recipient_id: str | None
+    sender: str
+    state: str
+    attempts: int
+    queued_at: str
+    sent_at: str | None
+    acknowledged_at: str | None
+    dead_at: str | None
+    ack_summary: str | None
+    ack_detail: Mapping[str, Any] | None
+    last_error: str | None
+    key: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The transmission as JSON-serialisable data."""
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+class Outbox:
+    """The outbox on one SQLite database; one instance per thread (SQLite connections are not shared).
+
+    Raises:
+        OutboxError: the file cannot be opened, is not a crbio outbox, fails SQLite's integrity
+            check, or has a schema this version does not know.
+    """
+
+    def __init__(self, path: str | Path, *, lease_seconds: float = 120.0, clock: Any = time.time) -> None:
+        self.path = Path(path)
+        self.lease_seconds = lease_seconds
+        self._clock = clock
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL: a committed state change survives a power loss, not only a crash.
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._check_and_create()
+        except sqlite3.DatabaseError as exc:
+            raise OutboxError(f"{self.path}: not a usable outbox database ({exc})") from None
+        except OSError as exc:
+            raise OutboxError(f"{self.path}: cannot open the outbox ({exc.strerror})") from None
+
+    def _check_and_create(self) -> None:
+        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if tables and "meta" not in tables:
+            raise OutboxError(f"{self.path}: this SQLite database is not a crbio outbox")
+        if tables:
+            check = self._db.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise OutboxError(f"{self.path}: the outbox database is corrupted ({check})")
+            version = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if version is None or version[0] != SCHEMA_VERSION:
+                raise OutboxError(f"{self.path}: unknown outbox schema version")
+            return
+        # One write transaction, so a second process starting at the same time waits for a
+        # complete schema instead of seeing half of it.
+        self._db.executescript(
+            f"BEGIN IMMEDIATE; {_SCHEMA}"
+            f" INSERT OR IGNORE INTO meta VALUES ('schema', '{SCHEMA_VERSION}'); COMMIT;"
+        )
+
+    def close(self) -> None:
+        """Close the database connection."""
+        self._db.close()
+
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        # IMMEDIATE takes the write lock up front, so two workers cannot both read a row as
+        # claimable and then both update it.
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _event(
+        self, delivery_id: int, event: str, attempt: int, worker: str | None, detail: Any = None
+    ) -> None:
+        self._db.execute(
+            "INSERT INTO events (delivery_id, at, event, attempt, worker, detail) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                delivery_id,
+                _iso(self._clock()),
+                event,
+                attempt,
+                worker,
+                None if detail is None else json.dumps(detail, ensure_ascii=False, sort_keys=True),
+            ),
+        )
+
+    # -- queuing -------------------------------------------------------------------------
+
+    def store_document(
+        self,
+        *,
+        document_id: str,
+        set_id: str,
+        version: int,
+        replaces: str | None,
+        confidentiality: Sequence[str],
+        n3: bytes,
+        pdf: bytes,
+    ) -> None:
+        """Keep a document version's bytes, so any worker can send it later (idempotent)."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    document_id,
+                    set_id,
+                    version,
+                    replaces,
+                    json.dumps(list(confidentiality)),
+                    n3,
+                    pdf,
+                    _iso(self._clock()),
+                ),
+            )
+
+    def enqueue(self, plan: Plan, senders: Mapping[Channel, str]) -> tuple[list[str], list[str]]:
+        """Queue a plan's deliveries and record its suppressions, in one transaction.
+
+        ``senders`` names the sender of each channel. The plan's document must be stored.
+        Returns the keys newly queued and the keys that were already in the outbox.
+        """
+        now = self._clock()
+        added, existing = [], []
+        with self._transaction() as db:
+            for d in plan.deliveries:
+                cursor = db.execute(
+                    """INSERT OR IGNORE INTO deliveries (key, document_id, version, channel, action,
+                       recipient_kind, recipient, recipient_id, sender, delivery, state, due, queued_at)
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)""",
+                    (
+                        d.key,
+                        d.document_id,
+                        d.version,
+                        d.channel.value,
+                        d.action.value,
+                        d.recipient.kind.value,
+                        d.recipient.address,
+                        d.recipient.identifier,
+                        senders[d.channel],
+                        d.to_json(),
+                        now,
+                        _iso(now),
+                    ),
+                )
+                if cursor.rowcount:
+                    added.append(d.key)
+                    self._event(int(cursor.lastrowid or 0), "queued", 0, None)
+                else:
+                    existing.append(d.key)
+            for s in plan.suppressed:
+                db.execute(
+                    "INSERT OR IGNORE INTO suppressions (document_id, version, channel, recipient, reason,"
+                    " explanation, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        plan.document_id,
+                        plan.version,
+                        s.channel.value,
+                        s.recipient.address if s.recipient else "",
+                        s.reason,
+                        s.explanation,
+                        _iso(now),
+                    ),
+                )
+        return added, existing
+
+    # -- working -------------------------------------------------------------------------
+
+    def claim(self, worker: str, *, limit: int = 1) -> list[Claim]:
+        """Lease up to ``limit`` due deliveries to ``worker`` (expired leases included, in doubt)."""
+        now = self._clock()
+        with self._transaction() as db:
+            rows = db.execute(
+                """UPDATE deliveries
+                   SET state = 'sending', lease_owner = ?, attempts = attempts + 1, due = ?,
+                       sent_at = COALESCE(sent_at, ?)
+                   WHERE id IN (SELECT id FROM deliveries
+                                WHERE state IN ('queued', 'retrying', 'sending') AND due <= ?
+                                ORDER BY due, id LIMIT ?)
+                   RETURNING id, delivery, sender, attempts""",
+                (worker, now + self.lease_seconds, _iso(now), now, limit),
+            ).fetchall()
+            claims = []
+            for row in rows:
+                # An in-doubt claim is one whose earlier attempt never reported back: its
+                # event trail still ends in "sending".
+                last = db.execute(
+                    "SELECT event FROM events WHERE delivery_id = ? ORDER BY id DESC LIMIT 1", (row["id"],)
+                ).fetchone()
+                in_doubt = last is not None and last["event"] == "sending"
+                self._event(
+                    row["id"], "sending", row["attempts"], worker, {"in_doubt": True} if in_doubt else None
+                )
+                claims.append(
+                    Claim(
+                        row["id"],
+                        Delivery.from_json(row["delivery"]),
+                        row["sender"],
+                        row["attempts"],
+                        in_doubt,
+                        worker,
+                    )
+                )
+        return claims
+
+    def acknowledge(self, claim: Claim, ack: Acknowledgement, *, recovered: bool = False) -> bool:
+        """Record a delivery as acknowledged; False if the lease was lost to another worker meanwhile."""
+        now = self._clock()
+        with self._transaction() as db:
+            updated = db.execute(
+                """UPDATE deliveries SET state = 'acknowledged', acknowledged_at = ?, ack_summary = ?,
+                   ack_detail = ?, lease_owner = NULL, last_error = NULL
+                   WHERE id = ? AND state = 'sending' AND lease_owner = ?""",
+                (
+                    _iso(now),
+                    ack.summary,
+                    json.dumps(dict(ack.detail), ensure_ascii=False, sort_keys=True),
+                    claim.row_id,
+                    claim.worker,
+                ),
+            ).rowcount
+            if updated:
+                self._event(
+                    claim.row_id,
+                    "recovered" if recovered else "acknowledged",
+                    claim.attempt,
+                    claim.worker,
+                    {"summary": ack.summary, **dict(ack.detail)},
+                )
+        return bool(updated)
+
+    def fail(
+        self,
+        claim: Claim,
+        *,
+        retryable: bool,
+        reason: str,
+        detail: Mapping[str, Any] | None = None,
+        retry_in: float | None = None,
+    ) -> str:
+        """Record a failed attempt: ``retrying`` after ``retry_in`` seconds, else ``dead``.
+
+        Returns the new state ("" if the lease was lost meanwhile).
+        """
+        now = self._clock()
+        state = "retrying" if retryable and retry_in is not None else "dead"
+        with self._transaction() as db:
+            updated = db.execute(
+                """UPDATE deliveries SET state = ?, due = ?, last_error = ?, lease_owner = NULL,
+                   dead_at = CASE WHEN ? = 'dead' THEN ? ELSE NULL END
+                   WHERE id = ? AND state = 'sending' AND lease_owner = ?""",
+                (state, now + (retry_in or 0), reason, state, _iso(now), claim.row_id, claim.worker),
+            ).rowcount
+            if not updated:
+                return ""
+            self._event(
+                claim.row_id,
+                "retry-scheduled" if state == "retrying" else "dead",
+                claim.attempt,
+                claim.worker,
+                {
+                    "reason": reason,
+                    **({"retry_in": round(retry_in, 3)} if state == "retrying" and retry_in else {}),
+                    **dict(detail or {}),
+                },
+            )
+        return state
+
+    def release(self, claim: Claim) -> None:
+        """Give a claimed delivery back untouched (a worker stopping before it sent anything)."""
+        with self._transaction() as db:
+            updated = db.execute(
+                "UPDATE deliveries SET state = 'retrying', due = ?, attempts = attempts - 1,"
+                " lease_owner = NULL"
+                " WHERE id = ? AND state = 'sending' AND lease_owner = ?",
+                (self._clock(), claim.row_id, claim.worker),
+            ).rowcount
+            if updated:
+                self._event(claim.row_id, "released", claim.attempt, claim.worker)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def document(self, document_id: str) -> tuple[bytes, bytes]:
+        """The stored N3 and PDF of a document version."""
+        row = self._db.execute(
+            "SELECT n3, pdf FROM documents WHERE document_id = ?", (document_id,)
+        ).fetchone()
+        if row is None:
+            raise OutboxError(f"document {document_id} is not in the outbox")
+        return bytes(row["n3"]), bytes(row["pdf"])
+
+    def document_confidentiality(self, document_id: str) -> list[str] | None:
+        """The confidentiality list a stored version was planned with, or None if unknown."""
+        row = self._db.execute(
+            "SELECT confidentiality FROM documents WHERE document_id = ?", (document_id,)
+        ).fetchone()
+        return None if row is None else list(json.loads(row["confidentiality"]))
+
+    def document_version(self, document_id: str) -> int | None:
+        """The version number of a stored document, or None if it is not in the outbox."""
+        row = self._db.execute(
+            "SELECT version FROM documents WHERE document_id = ?", (document_id,)
+        ).fetchone()
+        return None if row is None else int(row["version"])
+
+    def acknowledged(
+        self, document_id: str, channel: Channel | None = None
+    ) -> list[tuple[Delivery, dict[str, Any]]]:
+        """The acknowledged deliveries of a document version, with their acknowledgement detail."""
+        query = "SELECT delivery, ack_detail FROM deliveries WHERE document_id = ? AND state = 'acknowledged'"
+        params: tuple[Any, ...] = (document_id,)
+        if channel is not None:
+            query += " AND channel = ?"
+            params += (channel.value,)
+        rows = self._db.execute(query + " ORDER BY id", params).fetchall()
+        return [(Delivery.from_json(r["delivery"]), json.loads(r["ack_detail"] or "{}")) for r in rows]
+
+    def known_recipients(self, document_id: str) -> set[tuple[str, str]]:
+        """(channel, recipient) pairs that any delivery of a document version was queued to."""
+        rows = self._db.execute(
+            "SELECT channel, recipient FROM deliveries WHERE document_id = ?", (document_id,)
+        ).fetchall()
+        return {(r["channel"], r["recipient"]) for r in rows}
+
+    def previous_ack(self, delivery: Delivery) -> dict[str, Any] | None:
+        """For a replacement or deletion: the acknowledgement of the target version's send, if any."""
+        target = delivery.replaces if delivery.action is Action.REPLACE else delivery.document_id
+        if target is None or delivery.action is Action.SUBMIT:
+            return None
+        row = self._db.execute(
+            """SELECT ack_detail FROM deliveries WHERE document_id = ? AND channel = ? AND recipient = ?
+               AND state = 'acknowledged' AND action != 'delete' ORDER BY id DESC LIMIT 1""",
+            (target, delivery.channel.value, delivery.recipient.address),
+        ).fetchone()
+        return None if row is None else dict(json.loads(row["ack_detail"] or "{}"))
+
+    def counts(self) -> dict[str, int]:
+        """Number of deliveries per state."""
+        rows = self._db.execute("SELECT state, COUNT(*) AS n FROM deliveries GROUP BY state").fetchall()
+        return {r["state"]: r["n"] for r in rows}
+
+    def next_due(self) -> float | None:
+        """When the next pending delivery becomes due (epoch seconds), or None if none is pending."""
+        row = self._db.execute(
+            "SELECT MIN(due) FROM deliveries WHERE state IN ('queued', 'retrying', 'sending')"
+        ).fetchone()
+        return None if row[0] is None else float(row[0])
+
+    def states(self, keys: Iterable[str]) -> dict[str, str]:
+        """The state of each delivery key given."""
+        wanted = list(keys)
+        found: dict[str, str] = {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in self._db.execute(f"SELECT key, state FROM deliveries WHERE key IN ({marks})", chunk):
+                found[r["key"]] = r["state"]
+        return found
+
+    def transmissions(
+        self, *, document_id: str | None = None, since: datetime | None = None, state: str | None = None
+    ) -> list[Transmission]:
+        """The journal: one line per delivery, oldest first, optionally filtered."""
+        query, params = "SELECT * FROM deliveries WHERE 1=1", []
+        if document_id:
+            query += " AND document_id = ?"
+            params.append(document_id)
+        if since:
+            query += " AND queued_at >= ?"
+            params.append(since.astimezone(UTC).isoformat(timespec="milliseconds"))
+        if state:
+            query += " AND state = ?"
+            params.append(state)
+        rows = self._db.execute(query + " ORDER BY id", params).fetchall()
+        return [
+            Transmission(
+                document_id=r["document_id"],
+                version=r["version"],
+                channel=r["channel"],
+                action=r["action"],
+                recipient_kind=r["recipient_kind"],
+                recipient=r["recipient"],
+                recipient_id=r["recipient_id"],
+                sender=r["sender"],
+                state=r["state"],
+                attempts=r["attempts"],
+                queued_at=r["queued_at"],
+                sent_at=r["sent_at"],
+                acknowledged_at=r["acknowledged_at"],
+                dead_at=r["dead_at"],
+                ack_summary=r["ack_summary"],
+                ack_detail=json.loads(r["ack_detail"]) if r["ack_detail"] else None,
+                last_error=r["last_error"],
+                key=r["key"],
+            )
+            for r in rows
+        ]
+
+    def events(self, key: str) -> list[dict[str, Any]]:
+        """The event trail of one delivery, oldest first."""
+        rows = self._db.execute(
+            """SELECT e.at, e.event, e.attempt, e.worker, e.detail FROM events e
+               JOIN deliveries d ON d.id = e.delivery_id WHERE d.key = ? ORDER BY e.id""",
+            (key,),
+        ).fetchall()
+        return [{**dict(r), "detail": json.loads(r["detail"]) if r["detail"] else None} for r in rows]
+
+    def suppressions(self, document_id: str | None = None) -> list[dict[str, Any]]:
+        """Who did not receive a document and why."""
+        query, params = "SELECT * FROM suppressions", []
+        if document_id:
+            query += " WHERE document_id = ?"
+            params.append(document_id)
+        return [dict(r) for r in self._db.execute(query + " ORDER BY id", params)]

@@ -1,0 +1,324 @@
+"""The outbox and its workers: idempotent queuing, leases, retries, dead letters, the journal.
+
+The destination here is a scripted :class:`Sender` written for the test (the role httpx's
+MockTransport plays); the outbox, plan and worker are crbio's real code on a real SQLite file.
+The protocol senders are tested against the simulators elsewhere.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Self
+
+import pytest
+
+from crbio.dispatch import (
+    Acknowledgement,
+    Channel,
+    DispatchConfig,
+    Job,
+    Outbox,
+    Sender,
+    SenderContext,
+    Worker,
+    plan_dispatch,
+)
+from crbio.dispatch.api import delete, dispatch
+from crbio.documents.build import Documents, build
+from crbio.documents.context import BuildContext
+from crbio.errors import OutboxError, PermanentSendError, TransientSendError
+from crbio.model import Report
+
+Outcome = Callable[[Job], Acknowledgement]
+
+
+class ScriptedDestination(Sender):
+    """A destination whose answers the test scripts, per delivery key, and which records jobs."""
+
+    channel = Channel.DMP
+
+    def __init__(self) -> None:
+        self.jobs: list[Job] = []
+        self.script: dict[str, list[Outcome]] = {}
+        self.already: set[str] = set()
+        self.lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any], context: SenderContext) -> Self:
+        return cls()
+
+    def send(self, job: Job) -> Acknowledgement:
+        with self.lock:
+            self.jobs.append(job)
+            outcomes = self.script.get(job.key)
+            outcome = outcomes.pop(0) if outcomes else None
+        if outcome is not None:
+            return outcome(job)
+        return Acknowledgement("ok", {"message_id": job.message_id, "entry_uuid": f"urn:uuid:{job.key[:8]}"})
+
+    def find_delivered(self, job: Job) -> Acknowledgement | None:
+        return Acknowledgement("found", {"message_id": job.message_id}) if job.key in self.already else None
+
+
+def transient(reason: str = "XDSRegistryBusy", **detail: Any) -> Outcome:
+    def fail(job: Job) -> Acknowledgement:
+        raise TransientSendError("busy", reason=reason, detail=detail)
+
+    return fail
+
+
+def permanent(reason: str) -> Outcome:
+    def fail(job: Job) -> Acknowledgement:
+        raise PermanentSendError("refused", reason=reason)
+
+    return fail
+
+
+def crash(job: Job) -> Acknowledgement:
+    raise RuntimeError("sender bug")
+
+
+def make_config(tmp_path: Path, **retry: Any) -> DispatchConfig:
+    return DispatchConfig.from_mapping(
+        {
+            "laboratory": {
+                "finess": "920000015",
+                "name": "Laboratoire des Charmes",
+                "oid": "1.2.250.1.999.1",
+            },
+            "outbox": {"path": str(tmp_path / "outbox.sqlite"), "lease_seconds": 30},
+            "retry": {"initial_delay": 0.01, "max_delay": 0.05, "max_attempts": 4, **retry},
+            "destinations": {"dmp": {}, "mssante": {}, "hl7v2": {"name": "pfi"}},
+        }
+    )
+
+
+@pytest.fixture
+def documents(sample_report: Callable[[str], Report], context: BuildContext) -> Documents:
+    return build(sample_report("01-biochimie.json"), context=context, validate=False)
+
+
+@pytest.fixture
+def destination() -> ScriptedDestination:
+    return ScriptedDestination()
+
+
+def worker(config: DispatchConfig, destination: ScriptedDestination, **kwargs: Any) -> Worker:
+    return Worker(config, senders={c: destination for c in Channel}, **kwargs)
+
+
+def test_queuing_is_idempotent_and_keeps_the_suppressions(tmp_path: Path, documents: Documents) -> None:
+    config = make_config(tmp_path)
+    first = dispatch(documents, config)
+    assert len(first.queued) == 4 and not first.already_queued
+    again = dispatch(documents, config)
+    assert not again.queued and set(again.already_queued) == set(first.queued)
+    with Outbox(config.outbox_path) as outbox:
+        assert outbox.counts() == {"queued": 4}
+        assert outbox.document(documents.document_id) == (documents.n3, documents.pdf)
+
+
+def test_a_worker_delivers_and_the_journal_tells_who_got_what(
+    tmp_path: Path, documents: Documents, destination: ScriptedDestination
+) -> None:
+    config = make_config(tmp_path)
+    result = dispatch(documents, config)
+    with worker(config, destination) as w:
+        stats = w.run(drain=True)
+    assert stats.acknowledged == 4 and len(destination.jobs) == 4
+    assert {j.n3 for j in destination.jobs} == {documents.n3}
+    with Outbox(config.outbox_path) as outbox:
+        lines = outbox.transmissions(document_id=documents.document_id)
+        assert {t.state for t in lines} == {"acknowledged"}
+        assert {t.channel for t in lines} == {"dmp", "mssante", "hl7v2"}
+        assert all(t.queued_at <= (t.sent_at or "") <= (t.acknowledged_at or "") for t in lines)
+        assert all(t.ack_detail and t.ack_detail["message_id"] for t in lines)
+        events = outbox.events(result.queued[0])
+        assert [e["event"] for e in events] == ["queued", "sending", "acknowledged"]
+
+
+def test_transient_failures_are_retried_with_backoff_then_acknowledged(
+    tmp_path: Path, documents: Documents, destination: ScriptedDestination
+) -> None:
+    config = make_config(tmp_path)
+    result = dispatch(documents, config)
+    key = result.queued[0]
+    destination.script[key] = [transient(), transient("HTTP 503")]
+    with worker(config, destination) as w:
+        w.run(drain=True)
+    with Outbox(config.outbox_path) as outbox:
+        events = [e["event"] for e in outbox.events(key)]
+        assert events == [
+            "queued",
+            "sending",
+            "retry-scheduled",
+            "sending",
+            "retry-scheduled",
+            "sending",
+            "acknowledged",
+        ]
+        retry = outbox.events(key)[2]["detail"]
+        assert retry["reason"] == "dispatch.transient: XDSRegistryBusy" and retry["retry_in"] > 0
+        assert outbox.counts() == {"acknowledged": 4}
+
+
+def test_a_server_retry_after_hint_is_honoured(
+    tmp_path: Path, documents: Documents, destination: ScriptedDestination
+) -> None:
+    config = make_config(tmp_path)
+    key = dispatch(documents, config).queued[0]
+    destination.script[key] = [transient("HTTP 429", retry_after=30)]
+    with worker(config, destination) as w:
+        w.run_once()
+    with Outbox(config.outbox_path) as outbox:
+        detail = outbox.events(key)[2]["detail"]
+        assert detail["retry_in"] >= 30
+        assert outbox.next_due() is not None and outbox.next_due() > time.time() + 25  # type: ignore[operator]
+
+
+def test_permanent_failures_go_to_the_dead_letter_with_the_reason(
+    tmp_path: Path, documents: Documents, destination: ScriptedDestination
+) -> None:
+    config = make_config(tmp_path)
+    key = dispatch(documents, config).queued[0]
+    destination.script[key] = [permanent("XDSUnknownPatientId")]
+    with worker(config, destination) as w:
+        stats = w.run(drain=True)
+    assert stats.dead == 1 and stats.acknowledged == 3
+    with Outbox(config.outbox_path) as outbox:
+        dead = outbox.transmissions(state="dead")
+        assert len(dead) == 1 and dead[0].last_error == "dispatch.permanent: XDSUnknownPatientId"
+        assert dead[0].attempts == 1 and dead[0].dead_at
+
+
+def test_retries_end_after_max_attempts(
+    tmp_path: Path, documents: Documents, destination: ScriptedDestination
+) -> None:
+    config = make_config(tmp_path, max_attempts=3)
+    key = dispatch(documents, config).queued[0]
+    destination.script[key] = [transient()] * 5
+    with worker(config, destination) as w:
+        w.run(drain=True)
+    with Outbox(config.outbox_path) as outbox:
+        (dead,) = outbox.transmissions(state="dead")
+        assert dead.attempts == 3 and dead.last_error.startswith("gave up after 3 attempts")  # type: ignore[union-attr]
+
+
+def test_a_sender_bug_does_not_lose_the_delivery(
+    tmp_path: Path, documents: Documents, destination: ScriptedDestination
+) -> None:
+    config = make_config(tmp_path)
+    key = dispatch(documents, config).queued[0]
+    destination.script[key] = [crash]
+    with worker(config, destination) as w:
+        w.run(drain=True)
+    with Outbox(config.outbox_path) as outbox:
+        assert outbox.states([key]) == {key: "acknowledged"}
+        assert outbox.events(key)[2]["detail"]["reason"] == "dispatch.sender-bug: RuntimeError"
+
+
+def test_an_expired_lease_is_reclaimed_in_doubt_and_not_sent_twice(
+    tmp_path: Path, documents: Documents, destination: ScriptedDestination
+) -> None:
+    config = make_config(tmp_path)
+    dispatch(documents, config)
+    with Outbox(config.outbox_path, lease_seconds=0.05) as dying:
+        (claim,) = dying.claim("dead-worker", limit=1)
+    time.sleep(0.1)  # the worker "died" holding the lease; the lease expires
+    destination.already.add(claim.delivery.key)  # it had reached the destination
+    with worker(config, destination) as w:
+        stats = w.run(drain=True)
+    assert stats.recovered == 1 and stats.acknowledged == 4
+    assert claim.delivery.key not in {j.key for j in destination.jobs}
+    with Outbox(config.outbox_path) as outbox:
+        events = outbox.events(claim.delivery.key)
+        assert [e["event"] for e in events] == ["queued", "sending", "sending", "recovered"]
+        assert events[2]["detail"] == {"in_doubt": True}
+        # The dead worker's late acknowledgement is refused: the lease is no longer its own.
+        assert not outbox.acknowledge(claim, Acknowledgement("late"))
+
+
+def test_concurrent_claims_never_overlap(tmp_path: Path, documents: Documents, sample_report: Any) -> None:
+    config = make_config(tmp_path)
+    plan = plan_dispatch(documents.report, config)
+    with Outbox(config.outbox_path) as outbox:
+        outbox.store_document(
+            document_id=documents.document_id,
+            set_id="1.2.3",
+            version=1,
+            replaces=None,
+            confidentiality=["N"],
+            n3=documents.n3,
+            pdf=documents.pdf,
+        )
+        from dataclasses import replace
+
+        many = replace(
+            plan,
+            deliveries=tuple(
+                replace(d, recipient=replace(d.recipient, address=f"{i}.{d.recipient.address}"))
+                for i in range(100)
+                for d in plan.deliveries
+            ),
+        )
+        outbox.enqueue(many, {c: "x" for c in Channel})
+    claimed: list[list[int]] = [[] for _ in range(4)]
+
+    def claim_all(slot: int) -> None:
+        with Outbox(config.outbox_path) as own:
+            while batch := own.claim(f"w{slot}", limit=3):
+                claimed[slot].extend(c.row_id for c in batch)
+
+    threads = [threading.Thread(target=claim_all, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    everything = [row for rows in claimed for row in rows]
+    assert len(everything) == len(set(everything)) == 400
+
+
+def test_deletion_is_queued_for_every_acknowledged_recipient(
+    tmp_path: Path, documents: Documents, destination: ScriptedDestination
+) -> None:
+    config = make_config(tmp_path)
+    dispatch(documents, config)
+    with worker(config, destination) as w:
+        w.run(drain=True)
+    result = delete(documents.document_id, config)
+    assert len(result.queued) == 4
+    with worker(config, destination) as w:
+        w.run(drain=True)
+    deletions = [j for j in destination.jobs if j.delivery.action.value == "delete"]
+    assert len(deletions) == 4
+    dmp = next(j for j in deletions if j.delivery.channel is Channel.DMP)
+    assert dmp.previous is not None and dmp.previous["entry_uuid"].startswith("urn:uuid:")
+
+
+def test_a_database_that_is_not_an_outbox_is_refused(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.sqlite"
+    garbage.write_bytes(b"this is not a database at all" * 100)
+    with pytest.raises(OutboxError, match="not a usable outbox"):
+        Outbox(garbage)
+    other = tmp_path / "other.sqlite"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE patients (id)")
+    with pytest.raises(OutboxError, match="not a crbio outbox"):
+        Outbox(other)
+
+
+def test_a_corrupted_outbox_is_detected_at_start(tmp_path: Path, documents: Documents) -> None:
+    config = make_config(tmp_path)
+    dispatch(documents, config)
+    data = bytearray(config.outbox_path.read_bytes())
+    # Overwrite the middle of the file (table pages), keeping the header readable.
+    data[4096 : 4096 * 3] = b"\xff" * (4096 * 2)
+    config.outbox_path.write_bytes(bytes(data))
+    for suffix in ("-wal", "-shm"):
+        Path(str(config.outbox_path) + suffix).unlink(missing_ok=True)
+    with pytest.raises(OutboxError):
+        Outbox(config.outbox_path)
