@@ -1,4 +1,4 @@
-"""The ``crbio`` command line: build, validate and render CR-Bio documents.
+"""The ``crbio`` command line: build, validate and render CR-Bio documents, and dispatch them.
 
 Exit status: 0 when everything went well, 1 when a document does not conform,
 2 when an input is unusable (bad report, unreadable file, bad option), 3 on a
@@ -115,6 +115,10 @@ def _parser() -> argparse.ArgumentParser:
         "--stylesheet", type=Path, metavar="XSL", help="stylesheet to apply (default: crbio's)"
     )
     render.set_defaults(run=_render)
+
+    from crbio.cli.dispatch import add_dispatch_commands
+
+    add_dispatch_commands(commands)
     return parser
 
 
