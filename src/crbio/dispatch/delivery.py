@@ -175,6 +175,11 @@ class Job:
         return self.delivery.key[:32]
 
     @property
+    def control_id(self) -> str:
+        """The same stable id cut to HL7 v2.5's 20 characters, for MSH-10."""
+        return self.delivery.key[:20]
+
+    @property
     def submission_oid(self) -> str:
         """An OID that stays the same on every retry (XDS SubmissionSet uniqueId)."""
         return key_oid(self.delivery.key)
