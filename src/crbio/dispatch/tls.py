@@ -26,17 +26,26 @@ from crbio.errors import ConfigurationError
 __all__ = ["ClientCredential", "client_credential", "read_secret", "tls_context"]
 
 
-def read_secret(section: Mapping[str, Any], name: str, *, where: str, required: bool = True) -> str | None:
+def read_secret(
+    section: Mapping[str, Any],
+    name: str,
+    *,
+    where: str,
+    required: bool = True,
+    context: SenderContext | None = None,
+) -> str | None:
     """The secret ``name`` of a section, read from ``<name>_file`` or ``<name>_env``.
 
-    An inline ``<name>`` value is accepted too, for local tests; files and environment
-    variables are what a deployment should use.
+    A relative ``<name>_file`` is resolved against the configuration file's directory when
+    ``context`` is given. An inline ``<name>`` value is accepted too, for local tests; files and
+    environment variables are what a deployment should use.
 
     Raises:
         ConfigurationError: the secret is required and not given, or its file or variable is missing.
     """
     if f"{name}_file" in section:
-        path = Path(str(section[f"{name}_file"])).expanduser()
+        given = str(section[f"{name}_file"])
+        path = context.path(given) if context is not None else Path(given).expanduser()
         try:
             return path.read_text(encoding="utf-8").strip()
         except OSError as exc:
@@ -89,7 +98,7 @@ def client_credential(
     Raises:
         ConfigurationError: files missing or unreadable, wrong password, or required and absent.
     """
-    password = read_secret(section, f"{prefix}_password", where=where, required=False)
+    password = read_secret(section, f"{prefix}_password", where=where, required=False, context=context)
     secret = password.encode() if password else None
     try:
         if f"{prefix}_pkcs12" in section:
