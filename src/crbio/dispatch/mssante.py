@@ -1,0 +1,291 @@
+"""What an MSSanté message carrying a CR-BIO is, whatever carries it (SMTP or an operator API).
+
+The *Référentiel socle MSSanté #2* (requirements quoted from secondary material, see the
+domain note §2.2) fixes the message: one patient per message; an ``IHE_XDM.ZIP`` plus the
+PDF/A of each CDA, named ``<date de l'acte>_<type de document>_<NOM>_<prénom>.pdf``
+(ECO.2.1.1, ECO.2.1.6); the subject ``XDM/1.0/DDM+<libellé> <NOM> <prénom> <date de
+naissance>`` that receiving systems route on (ECO.2.1.3); UTF-8 text parts (ECO.2.2.3);
+RFC 5322 ``Message-ID`` (ECO.2.2.1); and the ``X-MSS-*`` headers the routing plan computed
+(ECO.2.4.x, ECO.2.2.8). A replacement ("annule et remplace") or a deletion is a new message
+to the same recipients whose XDM metadata carries the action and whose body says so.
+
+The patient's name appears in the subject and in the PDF's file name because the
+specification puts it there: that is message content. None of it is ever logged.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime
+from typing import Any
+
+from crbio.dispatch.delivery import Action, Job
+from crbio.dispatch.header import DocumentHeader
+from crbio.dispatch.senders.base import SenderContext
+from crbio.dispatch.xdm import ARCHIVE_NAME, build_xdm
+from crbio.errors import PermanentSendError
+
+__all__ = [
+    "SUBJECT_PREFIX",
+    "body_text",
+    "compose",
+    "message_id",
+    "pdf_file_name",
+    "subject",
+]
+
+SUBJECT_PREFIX = "XDM/1.0/DDM+"
+
+# Letters NFKD does not decompose into ASCII, and the typographic apostrophes that must become
+# a plain one before being turned into "_".
+_TRANSLITERATION = str.maketrans(
+    {
+        "Œ": "OE",
+        "œ": "oe",
+        "Æ": "AE",
+        "æ": "ae",
+        "ß": "ss",
+        "Ø": "O",
+        "ø": "o",
+        "Ð": "D",
+        "ð": "d",
+        "Þ": "TH",
+        "þ": "th",
+        "Ł": "L",
+        "ł": "l",
+        "’": "'",
+        "‘": "'",
+        "ʼ": "'",
+        "´": "'",
+    }
+)
+# Headers are written unfolded (up to RFC 5322's 998 octets) so that the subject always starts
+# on the "Subject:" line: receiving systems route on its "XDM/1.0/DDM+" prefix. Bodies are
+# encoded before this policy is set, with the usual 76-character lines.
+_OUTPUT_POLICY = SMTP.clone(max_line_length=998)
+_ASK = "Pour toute question sur ces résultats, adressez-vous à votre médecin ou à votre laboratoire."
+_NOT_FILE_SAFE = re.compile(r"[^A-Za-z0-9-]+")
+_HEADER_NAME = re.compile(r"X-MSS-[A-Za-z0-9-]+")
+_HEADER_VALUE = re.compile(r"[\x20-\x7e]*")
+
+
+def _ascii(text: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", text.translate(_TRANSLITERATION))
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).encode("ascii", "ignore").decode()
+
+
+def _file_part(text: str) -> str:
+    return _NOT_FILE_SAFE.sub("_", _ascii(text)).strip("_")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _family(header: DocumentHeader) -> str:
+    return _one_line(header.birth_family_name).upper()
+
+
+def _given(header: DocumentHeader) -> str:
+    return _one_line(header.birth_given_name)
+
+
+def pdf_file_name(header: DocumentHeader) -> str:
+    """The PDF/A attachment's normative name (ECO.2.1.6), ASCII and file-name safe.
+
+    ``<date of the act YYYYMMDD>_<document type>_<NOM>_<prénom>.pdf``: the act is the
+    documented service event (the sampling), falling back to the document's date; the type
+    is the display name of the document's LOINC code; the names are the birth family name
+    (upper case) and the first birth given name, the INS identity traits. Accents are
+    dropped, anything but letters, digits and hyphens (spaces, apostrophes) becomes ``_``,
+    e.g. ``20240104_CR_d_examens_biologiques_PAT-TROIS_DOMINIQUE.pdf``.
+    """
+    act = header.service_start or header.effective_time
+    parts = [
+        act.strftime("%Y%m%d"),
+        _file_part(header.code.display or header.title),
+        _file_part(_family(header)),
+        _file_part(_given(header)),
+    ]
+    return "_".join(p for p in parts if p) + ".pdf"
+
+
+def subject(header: DocumentHeader) -> str:
+    """The message subject (ECO.2.1.3): ``XDM/1.0/DDM+<libellé> <NOM> <prénom> <date de naissance>``.
+
+    The label is the document's title; the birth date, optional in the requirement, is
+    written ``DD/MM/YYYY`` as in the ANS examples and left out when the document has none.
+    """
+    words = [_one_line(header.title or header.code.display), _family(header), _given(header)]
+    if header.birth_date is not None:
+        words.append(header.birth_date.strftime("%d/%m/%Y"))
+    return SUBJECT_PREFIX + " ".join(w for w in words if w)
+
+
+def _to_patient(job: Job) -> bool:
+    return bool(job.delivery.metadata.get("to_patient", False))
+
+
+def _headers(job: Job) -> Mapping[str, Any]:
+    headers = job.delivery.metadata.get("headers") or {}
+    return headers if isinstance(headers, Mapping) else {}
+
+
+def _no_reply(job: Job) -> bool:
+    return str(_headers(job).get("X-MSS-MES", "")).upper() == "FIN"
+
+
+def body_text(job: Job) -> str:
+    """The message's text part (sent as UTF-8), worded for the action and the recipient.
+
+    A first send presents the report; a replacement says it "annule et remplace" the version
+    sent before; a deletion says the report is withdrawn and must no longer be used. A
+    professional gets the document identifiers their software needs; the patient gets plain
+    words, and, when the laboratory asked for no reply (``X-MSS-MES: FIN``), a line saying so.
+    """
+    header = job.header
+    action = job.delivery.action
+    lab = _one_line(header.custodian_name) or "le laboratoire"
+    day = header.effective_time.strftime("%d/%m/%Y")
+    replaced = job.delivery.replaces or header.replaces
+    if _to_patient(job):
+        if action is Action.SUBMIT:
+            text = [
+                f"Votre laboratoire ({lab}) vous transmet le compte rendu de vos examens biologiques "
+                f"du {day}. Vous le trouverez en pièce jointe, au format PDF.",
+                _ASK,
+            ]
+        elif action is Action.REPLACE:
+            text = [
+                f"Votre laboratoire ({lab}) vous transmet une nouvelle version du compte rendu de vos "
+                f"examens biologiques, datée du {day}. Vous la trouverez en pièce jointe, au format PDF.",
+                "Cette version annule et remplace celle que vous avez reçue précédemment : "
+                "merci de ne plus tenir compte de l'ancienne version.",
+                _ASK,
+            ]
+        else:
+            text = [
+                f"Le compte rendu de vos examens biologiques du {day} que vous a transmis votre "
+                f"laboratoire ({lab}) a été retiré : merci de ne plus en tenir compte.",
+                "Pour toute question, adressez-vous à votre laboratoire.",
+            ]
+        if _no_reply(job):
+            text.append("Ce message ne permet pas de répondre : merci de ne pas y répondre.")
+    else:
+        ident = f"Identifiant du document : {header.document_id} (version {header.version})."
+        if action is Action.SUBMIT:
+            text = [
+                f"Veuillez trouver ci-joint le compte rendu d'examens biologiques du {day} établi par {lab}.",
+                "Le fichier IHE_XDM.ZIP contient le document structuré (CDA R2 niveau 3, PDF intégré) et "
+                "ses métadonnées, pour intégration dans votre logiciel ; le fichier PDF joint en est la "
+                "version lisible.",
+                ident,
+            ]
+        elif action is Action.REPLACE:
+            text = [
+                f"Veuillez trouver ci-joint une nouvelle version (version {header.version}) du compte "
+                f"rendu d'examens biologiques établi par {lab}, datée du {day}.",
+                "Ce compte rendu ANNULE ET REMPLACE la version transmise précédemment"
+                + (f" (identifiant {replaced})" if replaced else "")
+                + " : merci de ne plus utiliser l'ancienne version.",
+                "Le fichier IHE_XDM.ZIP contient le document structuré (CDA R2 niveau 3, PDF intégré) et "
+                "ses métadonnées ; le fichier PDF joint en est la version lisible.",
+                ident,
+            ]
+        else:
+            text = [
+                f"Le compte rendu d'examens biologiques du {day} transmis par {lab} est RETIRÉ "
+                "(supprimé) : il ne doit plus être utilisé.",
+                "Le document retiré est joint (IHE_XDM.ZIP et PDF) pour que votre logiciel puisse "
+                "l'identifier et le retirer.",
+                ident,
+            ]
+    footer = (
+        "Message envoyé automatiquement par le laboratoire par la messagerie sécurisée de santé (MSSanté)."
+    )
+    return "Bonjour,\n\n" + "\n\n".join(text) + "\n\n" + footer + "\n"
+
+
+def _domain(address: str) -> str:
+    local, at, domain = address.rpartition("@")
+    if not at or not local or not domain or any(c.isspace() for c in address):
+        raise PermanentSendError(
+            "the sender address is not an e-mail address", reason="invalid sender address"
+        )
+    return domain
+
+
+def message_id(job: Job, sender_address: str) -> str:
+    """The message's RFC 5322 id without angle brackets: ``<job.message_id>@<sender's domain>``.
+
+    It is the same on every retry, which is what lets a receiver recognise a resend.
+    """
+    return f"{job.message_id}@{_domain(sender_address)}"
+
+
+def _previous_message_id(job: Job) -> str | None:
+    previous = job.previous or {}
+    value = previous.get("message_id")
+    if not isinstance(value, str) or not value or not _HEADER_VALUE.fullmatch(value) or "@" not in value:
+        return None
+    return value.strip("<>")
+
+
+def compose(
+    job: Job, context: SenderContext, *, sender_address: str, submission_time: datetime
+) -> EmailMessage:
+    """The complete MSSanté message of a job, ready for SMTP (CRLF, 7-bit, UTF-8 text).
+
+    From the lab's mailbox to the delivery's recipient (one patient per message), with the
+    normative subject, the date of ``submission_time``, a ``Message-ID`` stable across
+    retries, the ``X-MSS-*`` headers of ``metadata["headers"]`` (``X-MSS-NIL`` from the
+    context when the plan left it out), ``Disposition-Notification-To`` when
+    ``metadata["request_mdn"]`` asks for a read receipt, ``In-Reply-To``/``References`` to
+    the earlier message of a replacement or deletion when the journal knows it, the text
+    body, then ``IHE_XDM.ZIP`` (application/zip) and the PDF/A under its normative name.
+
+    Raises:
+        PermanentSendError: the sender address or a header of the plan is unusable.
+    """
+    header = job.header
+    key = job.key[:16]
+    when = submission_time if submission_time.tzinfo is not None else submission_time.replace(tzinfo=UTC)
+    message = EmailMessage(policy=SMTP)
+    message["From"] = sender_address
+    message["To"] = job.delivery.recipient.address
+    message["Subject"] = subject(header)
+    message["Date"] = format_datetime(when)
+    message["Message-ID"] = f"<{message_id(job, sender_address)}>"
+    previous = _previous_message_id(job)
+    if previous is not None and job.delivery.action is not Action.SUBMIT:
+        message["In-Reply-To"] = f"<{previous}>"
+        message["References"] = f"<{previous}>"
+    headers = dict(_headers(job))
+    if context.nil and "X-MSS-NIL" not in headers:
+        headers["X-MSS-NIL"] = context.nil
+    for name in sorted(headers):
+        value = str(headers[name])
+        if not _HEADER_NAME.fullmatch(name) or not _HEADER_VALUE.fullmatch(value):
+            raise PermanentSendError(
+                f"delivery {key}: the plan's mail header {name[:40]!r} is not a valid X-MSS header",
+                reason="invalid X-MSS header",
+            )
+        message[name] = value
+    if job.delivery.metadata.get("request_mdn"):
+        message["Disposition-Notification-To"] = sender_address
+    # Quoted-printable keeps the message 7-bit: no 8BITMIME needed on the way.
+    message.set_content(body_text(job), subtype="plain", charset="utf-8", cte="quoted-printable")
+    message.add_attachment(
+        build_xdm(job, context, submission_time=when),
+        maintype="application",
+        subtype="zip",
+        filename=ARCHIVE_NAME,
+    )
+    message.add_attachment(job.pdf, maintype="application", subtype="pdf", filename=pdf_file_name(header))
+    message.policy = _OUTPUT_POLICY
+    return message

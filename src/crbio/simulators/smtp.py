@@ -1,0 +1,461 @@
+"""An MSSanté operator's SMTP submission server, on aiosmtpd, for the tests and ``crbio simulate``.
+
+It behaves like the LPS interface of an operator: STARTTLS with a server certificate of the
+test PKI; a client certificate verified against the test CA and required before ``MAIL``
+(``530 5.7.0`` without one; an untrusted one is refused by the TLS handshake itself, since the
+standard library cannot ask for a certificate without verifying it); DSN advertised
+(RFC 3461: ``RET``/``ENVID`` on ``MAIL``, ``NOTIFY``/``ORCPT`` on ``RCPT`` are accepted and
+kept); and ``250 2.0.0 Ok: queued as <id>`` for each message. It keeps every message, and
+marks (without refusing) one whose ``Message-ID`` it has already received, which is how a
+test sees that a resend was recognisable.
+
+Faults are drawn once per transaction, at ``MAIL``: SERVER_ERROR answers ``421`` there and
+closes the connection, REJECT answers ``550 5.1.1`` to ``RCPT``, BUSY answers ``451`` once the
+data is received (nothing is kept), DROP closes the connection instead of answering the data
+(nothing is kept), LATENCY delays the transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import itertools
+import json
+import logging
+import re
+import ssl
+import threading
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from cryptography import x509
+
+from crbio.simulators.base import Fault, FaultPlan
+from crbio.simulators.pki import TestPki
+
+__all__ = ["ReceivedMessage", "SmtpSimulator"]
+
+log = logging.getLogger("crbio.simulators.smtp")
+
+MAX_MESSAGE_BYTES = 25 * 1024 * 1024  # what Mon espace santé accepts (ENS Messagerie v1.3)
+
+_MAIL_DSN = {"RET", "ENVID"}
+_RCPT_DSN = {"NOTIFY", "ORCPT"}
+_XTEXT = re.compile(r"(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})+")
+
+
+@dataclass(frozen=True)
+class ReceivedMessage:
+    """One message the simulator accepted.
+
+    Attributes:
+        mail_from: The envelope sender.
+        rcpt_tos: The envelope recipients.
+        mail_options: ``MAIL FROM`` parameters as sent (``SIZE=…``, ``RET=HDRS``, ``ENVID=…``).
+        rcpt_options: ``RCPT TO`` parameters as sent (``NOTIFY=SUCCESS,FAILURE``…).
+        raw: The message bytes as received (CRLF line ends, dot-stuffing removed).
+        message: ``raw`` parsed.
+        message_id: Its ``Message-ID`` without angle brackets ("" when it has none).
+        queue_id: The id given in the ``250`` reply.
+        received_at: When the data was accepted (UTC).
+        duplicate: A message with the same ``Message-ID`` was accepted before.
+        client_certificate: Subject of the TLS client certificate (RFC 4514), if one was presented.
+        authenticated_as: The SMTP AUTH user name, when the client authenticated.
+    """
+
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    mail_options: tuple[str, ...]
+    rcpt_options: tuple[str, ...]
+    raw: bytes
+    message: EmailMessage
+    message_id: str
+    queue_id: str
+    received_at: datetime
+    duplicate: bool
+    client_certificate: str | None = None
+    authenticated_as: str | None = None
+
+    @property
+    def dsn_parameters(self) -> dict[str, str]:
+        """The DSN parameters of the transaction (``RET``, ``ENVID``, ``NOTIFY``, ``ORCPT``)."""
+        found: dict[str, str] = {}
+        for option in (*self.mail_options, *self.rcpt_options):
+            name, _, value = option.partition("=")
+            if name.upper() in _MAIL_DSN | _RCPT_DSN:
+                found[name.upper()] = value
+        return found
+
+
+def _take_dsn(arg: str, names: set[str]) -> tuple[str, list[str]] | None:
+    """Split DSN parameters off a MAIL/RCPT argument; None when one is malformed (RFC 3461)."""
+    words = arg.split(" ")
+    kept: list[str] = []
+    taken: list[str] = []
+    seen: set[str] = set()
+    for index, word in enumerate(words):
+        name, eq, value = word.partition("=")
+        if index == 0 or name.upper() not in names:
+            kept.append(word)
+            continue
+        upper = name.upper()
+        if not eq or not value or upper in seen:
+            return None
+        seen.add(upper)
+        if upper == "RET" and value.upper() not in {"FULL", "HDRS"}:
+            return None
+        if upper == "ENVID" and (len(value) > 100 or not _XTEXT.fullmatch(value)):
+            return None
+        if upper == "NOTIFY":
+            flags = set(value.upper().split(","))
+            if not (flags == {"NEVER"} or (flags and flags <= {"SUCCESS", "FAILURE", "DELAY"})):
+                return None
+        if upper == "ORCPT" and (";" not in value or not _XTEXT.fullmatch(value.partition(";")[2])):
+            return None
+        taken.append(f"{upper}={value}")
+    return " ".join(kept), taken
+
+
+def _abort(transport: asyncio.BaseTransport | None) -> None:
+    """Close a connection at once, without a goodbye (plain or TLS alike)."""
+    if isinstance(transport, asyncio.Transport):
+        transport.abort()
+    elif transport is not None:
+        transport.close()
+
+
+class _Server(SMTP):
+    """One SMTP connection: aiosmtpd plus client certificates, DSN parameters and faults."""
+
+    def __init__(self, simulator: SmtpSimulator, **kwargs: Any) -> None:
+        super().__init__(_Handler(simulator), **kwargs)
+        self.simulator = simulator
+        if simulator.implicit_tls:
+            # aiosmtpd only knows TLS started by STARTTLS and would hide AUTH; the whole
+            # connection is TLS here (set after construction: the constructor warns otherwise).
+            self._auth_require_tls = False
+        self.fault: Fault | None = None
+        self.pending_dsn: list[str] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.transport is None:
+            self.simulator._opened(self)
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self.simulator._closed(self)
+        super().connection_lost(error)
+
+    def peer_certificate(self) -> x509.Certificate | None:
+        """The verified client certificate of this connection, if the client presented one."""
+        if self.transport is None:
+            return None
+        ssl_object = self.transport.get_extra_info("ssl_object")
+        if ssl_object is None:
+            return None
+        der = ssl_object.getpeercert(binary_form=True)
+        return x509.load_der_x509_certificate(der) if der else None
+
+    async def smtp_MAIL(self, arg: str | None) -> None:  # noqa: D102 - aiosmtpd command
+        assert self.session is not None and self.envelope is not None
+        if self.simulator.require_client_cert and self.session.host_name and self.peer_certificate() is None:
+            await self.push("530 5.7.0 A client certificate is required (IGC Sante ORG certificate)")
+            return
+        self.pending_dsn = []
+        if arg is not None and self.session.extended_smtp and not self.envelope.mail_from:
+            if self.simulator.advertise_dsn:
+                split = _take_dsn(arg, _MAIL_DSN)
+                if split is None:
+                    await self.push("501 5.5.4 Invalid DSN parameter")
+                    return
+                arg, self.pending_dsn = split
+            self.fault = await self.loop.run_in_executor(None, self.simulator.faults.draw)
+            if self.fault is Fault.SERVER_ERROR:
+                await self.push("421 4.3.2 Service not available, closing transmission channel")
+                assert self.transport is not None
+                self.transport.close()
+                return
+        await super().smtp_MAIL(arg)
+
+    async def smtp_RCPT(self, arg: str | None) -> None:  # noqa: D102 - aiosmtpd command
+        assert self.session is not None
+        self.pending_dsn = []
+        if arg is not None and self.session.extended_smtp and self.simulator.advertise_dsn:
+            split = _take_dsn(arg, _RCPT_DSN)
+            if split is None:
+                await self.push("501 5.5.4 Invalid DSN parameter")
+                return
+            arg, self.pending_dsn = split
+        await super().smtp_RCPT(arg)
+
+
+class _Handler:
+    """The aiosmtpd hooks: EHLO extensions, envelope bookkeeping, faults, storing messages."""
+
+    def __init__(self, simulator: SmtpSimulator) -> None:
+        self.simulator = simulator
+
+    async def handle_EHLO(  # noqa: N802 - aiosmtpd hook name
+        self, server: _Server, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        # Before the final "250 HELP" line: the extensions this server adds.
+        extensions = ["250-DSN"] if self.simulator.advertise_dsn else []
+        return [*responses[:-1], *extensions, "250-ENHANCEDSTATUSCODES", responses[-1]]
+
+    async def handle_MAIL(  # noqa: N802 - aiosmtpd hook name
+        self, server: _Server, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        envelope.mail_from = address
+        envelope.mail_options.extend([*options, *server.pending_dsn])
+        return "250 2.1.0 Ok"
+
+    async def handle_RCPT(  # noqa: N802 - aiosmtpd hook name
+        self, server: _Server, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if server.fault is Fault.REJECT:
+            return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend([*options, *server.pending_dsn])
+        return "250 2.1.5 Ok"
+
+    async def handle_DATA(  # noqa: N802 - aiosmtpd hook name
+        self, server: _Server, session: Session, envelope: Envelope
+    ) -> str:
+        fault, server.fault = server.fault, None
+        if fault is Fault.BUSY:
+            return "451 4.3.0 Mailbox temporarily unavailable, try again later"
+        if fault is Fault.DROP:
+            _abort(server.transport)
+            # The connection is gone: wait to be cancelled by connection_lost.
+            await asyncio.sleep(60)
+            return "451 4.3.0 Connection dropped"
+        certificate = server.peer_certificate()
+        auth = session.auth_data
+        received = self.simulator._store(
+            mail_from=envelope.mail_from or "",
+            rcpt_tos=tuple(envelope.rcpt_tos),
+            mail_options=tuple(envelope.mail_options),
+            rcpt_options=tuple(envelope.rcpt_options),
+            raw=bytes(envelope.original_content or b""),
+            client_certificate=certificate.subject.rfc4514_string() if certificate is not None else None,
+            authenticated_as=auth.login.decode("utf-8", "replace")
+            if isinstance(auth, LoginPassword)
+            else None,
+        )
+        return f"250 2.0.0 Ok: queued as {received.queue_id}"
+
+    async def handle_exception(self, error: Exception) -> str:
+        # A failed TLS handshake (untrusted client certificate) ends up here; it is expected.
+        log.info("SMTP session ended by %s", type(error).__name__)
+        return "421 4.3.0 Error in processing"
+
+
+class _Controller(Controller):
+    """aiosmtpd's threaded controller, bound to an ephemeral port, building :class:`_Server`."""
+
+    def __init__(self, simulator: SmtpSimulator, **kwargs: Any) -> None:
+        super().__init__(None, hostname="127.0.0.1", port=0, **kwargs)
+        self.simulator = simulator
+
+    def factory(self) -> _Server:
+        return _Server(self.simulator, **self.SMTP_kwargs)
+
+    def _create_server(self) -> Awaitable[asyncio.AbstractServer]:
+        async def create() -> asyncio.AbstractServer:
+            server = await self.loop.create_server(
+                self._factory_invoker, host=self.hostname, port=0, ssl=self.ssl_context
+            )
+            # aiosmtpd checks readiness by connecting to self.port: give it the bound one.
+            self.port = server.sockets[0].getsockname()[1]
+            return server
+
+        return create()
+
+
+class SmtpSimulator:
+    """A local MSSanté SMTP submission server (see the module docstring).
+
+    Args:
+        pki: The test PKI: server certificate, and the CA client certificates must chain to.
+        faults: Faults to inject per transaction (a new empty plan by default).
+        store_dir: When given, each accepted message is also written there as ``.eml``, with
+            its envelope beside it as ``.json``.
+        require_client_cert: Refuse ``MAIL`` (530) on a connection without a client certificate.
+        implicit_tls: Speak TLS from the first byte (port 465 style) instead of STARTTLS.
+        users: SMTP AUTH user names and passwords; when given, AUTH is required as well.
+        advertise_dsn: Offer the DSN extension (without it, DSN parameters get ``555``, as
+            from a server that does not implement RFC 3461).
+    """
+
+    def __init__(
+        self,
+        pki: TestPki,
+        *,
+        faults: FaultPlan | None = None,
+        store_dir: Path | None = None,
+        require_client_cert: bool = True,
+        implicit_tls: bool = False,
+        users: Mapping[str, str] | None = None,
+        advertise_dsn: bool = True,
+    ) -> None:
+        self.pki = pki
+        self.faults = faults if faults is not None else FaultPlan()
+        self.store_dir = Path(store_dir) if store_dir is not None else None
+        self.require_client_cert = require_client_cert
+        self.implicit_tls = implicit_tls
+        self.users = dict(users or {})
+        self.advertise_dsn = advertise_dsn
+        self.host = "127.0.0.1"
+        self._lock = threading.Lock()
+        self._messages: list[ReceivedMessage] = []
+        self._seen: dict[str, list[ReceivedMessage]] = {}
+        self._connections: set[_Server] = set()
+        self._queue_ids = itertools.count(1)
+        self._controller: _Controller | None = None
+        self._port = 0
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def _tls(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(self.pki.server_cert, self.pki.server_key)
+        context.load_verify_locations(cafile=str(self.pki.ca_cert))
+        # OPTIONAL: a presented certificate is verified, a missing one is refused at MAIL.
+        context.verify_mode = ssl.CERT_OPTIONAL
+        return context
+
+    def start(self) -> SmtpSimulator:
+        """Start listening on 127.0.0.1 (an ephemeral port: see :attr:`port`)."""
+        if self._controller is not None:
+            return self
+        if self.store_dir is not None:
+            self.store_dir.mkdir(parents=True, exist_ok=True)
+        tls = self._tls()
+        options: dict[str, Any] = {
+            "server_hostname": "localhost",
+            "ident": "crbio MSSante simulator",
+            "data_size_limit": MAX_MESSAGE_BYTES,
+            "enable_SMTPUTF8": False,
+            "timeout": 60,
+        }
+        if self.implicit_tls:
+            options["ssl_context"] = tls
+        else:
+            options["tls_context"] = tls
+            options["require_starttls"] = True
+        if self.users:
+            options["authenticator"] = self._authenticate
+            options["auth_required"] = True
+        controller = _Controller(self, **options)
+        controller.start()
+        self._controller = controller
+        self._port = controller.port
+        log.info("SMTP simulator listening on %s:%s", self.host, self._port)
+        return self
+
+    def stop(self) -> None:
+        """Close every connection and stop the server."""
+        controller, self._controller = self._controller, None
+        if controller is None:
+            return
+
+        def abort_all() -> None:
+            for connection in list(self._connections):
+                _abort(connection.transport)
+
+        controller.loop.call_soon_threadsafe(abort_all)
+        controller.stop()
+
+    def __enter__(self) -> SmtpSimulator:
+        return self.start()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        """The bound TCP port (0 before :meth:`start`)."""
+        return self._port
+
+    def _opened(self, connection: _Server) -> None:
+        self._connections.add(connection)
+
+    def _closed(self, connection: _Server) -> None:
+        self._connections.discard(connection)
+
+    def _authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        if not isinstance(data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        login = data.login.decode("utf-8", "replace")
+        password = data.password.decode("utf-8", "replace")
+        ok = login in self.users and self.users[login] == password
+        return AuthResult(success=ok, handled=False, auth_data=data if ok else None)
+
+    # -- what was received --------------------------------------------------------------------
+
+    def _store(self, **fields: Any) -> ReceivedMessage:
+        raw: bytes = fields["raw"]
+        parsed = email.message_from_bytes(raw, policy=email.policy.default)
+        message_id = str(parsed.get("Message-ID", "")).strip().strip("<>")
+        now = datetime.now(UTC)
+        with self._lock:
+            queue_id = f"{next(self._queue_ids):010X}"
+            received = ReceivedMessage(
+                message=parsed,
+                message_id=message_id,
+                queue_id=queue_id,
+                received_at=now,
+                duplicate=bool(message_id) and message_id in self._seen,
+                **fields,
+            )
+            self._messages.append(received)
+            if message_id:
+                self._seen.setdefault(message_id, []).append(received)
+        if self.store_dir is not None:
+            stem = self.store_dir / f"{now:%Y%m%dT%H%M%S%f}-{queue_id}"
+            stem.with_suffix(".eml").write_bytes(raw)
+            envelope = {
+                "mail_from": received.mail_from,
+                "rcpt_tos": list(received.rcpt_tos),
+                "mail_options": list(received.mail_options),
+                "rcpt_options": list(received.rcpt_options),
+                "message_id": message_id,
+                "queue_id": queue_id,
+                "received_at": now.isoformat(),
+                "duplicate": received.duplicate,
+                "client_certificate": received.client_certificate,
+            }
+            stem.with_suffix(".json").write_text(json.dumps(envelope, indent=2), encoding="utf-8")
+        log.info("SMTP simulator queued %s%s", queue_id, " (duplicate)" if received.duplicate else "")
+        return received
+
+    @property
+    def messages(self) -> list[ReceivedMessage]:
+        """Every accepted message, in order (duplicates included, and marked)."""
+        with self._lock:
+            return list(self._messages)
+
+    def by_message_id(self, message_id: str) -> list[ReceivedMessage]:
+        """The accepted messages with this ``Message-ID`` (angle brackets optional), first one first."""
+        with self._lock:
+            return list(self._seen.get(message_id.strip().strip("<>"), ()))
+
+    def clear(self) -> None:
+        """Forget the messages received so far (the duplicate detection starts afresh)."""
+        with self._lock:
+            self._messages.clear()
+            self._seen.clear()
