@@ -242,6 +242,25 @@ def test_an_expired_lease_is_reclaimed_in_doubt_and_not_sent_twice(
         assert not outbox.acknowledge(claim, Acknowledgement("late"))
 
 
+def test_a_replacement_waits_for_the_delivery_of_the_version_it_replaces(
+    tmp_path: Path,
+    sample_report: Callable[[str], Report],
+    context: BuildContext,
+    destination: ScriptedDestination,
+) -> None:
+    config = make_config(tmp_path)
+    v1 = build(sample_report("08a-diabete-v1.json"), context=context, validate=False)
+    v2 = build(sample_report("08b-diabete-v2.json"), context=context, validate=False)
+    first = dispatch(v1, config)
+    second = dispatch(v2, config)
+    with Outbox(config.outbox_path) as outbox:
+        claimed = outbox.claim("w", limit=100)
+        assert {c.delivery.key for c in claimed} == set(first.queued)
+        for claim in claimed:
+            outbox.acknowledge(claim, Acknowledgement("ok"))
+        assert {c.delivery.key for c in outbox.claim("w", limit=100)} == set(second.queued)
+
+
 def test_concurrent_claims_never_overlap(tmp_path: Path, documents: Documents, sample_report: Any) -> None:
     config = make_config(tmp_path)
     plan = plan_dispatch(documents.report, config)

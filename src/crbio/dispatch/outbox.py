@@ -63,6 +63,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     recipient_id TEXT,
     sender TEXT NOT NULL,
     delivery TEXT NOT NULL,
+    after_key TEXT,
     state TEXT NOT NULL CHECK (state IN ('queued', 'sending', 'retrying', 'acknowledged', 'dead')),
     attempts INTEGER NOT NULL DEFAULT 0,
     due REAL NOT NULL,
@@ -292,6 +293,7 @@ class Outbox:
                     ),
                 )
                 if cursor.rowcount:
+                    self._order_after_previous(d)
                     added.append(d.key)
                     self._event(int(cursor.lastrowid or 0), "queued", 0, None)
                 else:
@@ -312,6 +314,20 @@ class Outbox:
                 )
         return added, existing
 
+    def _order_after_previous(self, delivery: Delivery) -> None:
+        # A replacement or deletion must not overtake the delivery of the version it targets
+        # to the same recipient (the DMP needs the earlier entry to exist): it waits for it.
+        if delivery.action is Action.SUBMIT:
+            return
+        target = delivery.replaces if delivery.action is Action.REPLACE else delivery.document_id
+        self._db.execute(
+            """UPDATE deliveries SET after_key = (
+                   SELECT key FROM deliveries WHERE document_id = ? AND channel = ? AND recipient = ?
+                   AND action != 'delete' ORDER BY id DESC LIMIT 1)
+               WHERE key = ?""",
+            (target, delivery.channel.value, delivery.recipient.address, delivery.key),
+        )
+
     # -- working -------------------------------------------------------------------------
 
     def claim(self, worker: str, *, limit: int = 1) -> list[Claim]:
@@ -322,9 +338,11 @@ class Outbox:
                 """UPDATE deliveries
                    SET state = 'sending', lease_owner = ?, attempts = attempts + 1, due = ?,
                        sent_at = COALESCE(sent_at, ?)
-                   WHERE id IN (SELECT id FROM deliveries
-                                WHERE state IN ('queued', 'retrying', 'sending') AND due <= ?
-                                ORDER BY due, id LIMIT ?)
+                   WHERE id IN (SELECT d.id FROM deliveries d
+                                WHERE d.state IN ('queued', 'retrying', 'sending') AND d.due <= ?
+                                AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.key = d.after_key
+                                                AND p.state IN ('queued', 'retrying', 'sending'))
+                                ORDER BY d.due, d.id LIMIT ?)
                    RETURNING id, delivery, sender, attempts""",
                 (worker, now + self.lease_seconds, _iso(now), now, limit),
             ).fetchall()

@@ -117,7 +117,8 @@ class Worker:
             due = self.outbox.next_due()
             if due is None and drain:
                 break
-            wait = idle if due is None else min(idle, max(0.0, due - time.time()))
+            # Never spin: a due delivery may be waiting for the one it must follow.
+            wait = idle if due is None else min(idle, max(0.02, due - time.time()))
             stop.wait(wait)
         return self.stats
 

@@ -1,0 +1,203 @@
+"""All simulators at once, with a throw-away PKI and a ready-to-use dispatch configuration.
+
+``Simulation`` is what ``crbio simulate``, the end-to-end tests and the conformity runs use::
+
+    with Simulation(tmp_dir) as sim:
+        config = sim.config              # DispatchConfig pointing at the simulators
+        ...                              # dispatch, run workers
+        sim.xds.entries, sim.smtp.messages, sim.mllp.messages, sim.operator.messages
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+
+from crbio.dispatch.config import DispatchConfig
+from crbio.simulators.base import Fault, FaultPlan
+from crbio.simulators.pki import make_test_pki
+
+__all__ = ["Simulation"]
+
+SENDER_MAILBOX = "laboratoire@labo-simulation.mssante.fr"
+OPERATOR_CLIENT_ID = "crbio-simulation"
+
+
+def _toml_string(value: str | Path) -> str:
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class Simulation:
+    """Start the XDS.b, SMTP, operator-API and MLLP simulators and write ``crbio.toml`` beside them.
+
+    Args:
+        directory: Where the PKI, the configuration, the outbox and what the servers received go.
+        fault_rate: Share of requests each server answers with a random retryable fault.
+        mssante: The MSSanté sender the configuration selects: ``smtp`` or ``operator-api``.
+        seed: Seed of the random faults, for repeatable runs.
+        known_patients: INS matricules the DMP knows (None: any INS).
+        retry_delay: Initial retry delay written in the configuration (seconds).
+    """
+
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        fault_rate: float = 0.0,
+        mssante: str = "smtp",
+        seed: int | None = None,
+        known_patients: set[str] | None = None,
+        retry_delay: float = 1.0,
+    ) -> None:
+        from crbio.simulators.mllp import MllpSimulator
+        from crbio.simulators.operator_api import OperatorApiSimulator
+        from crbio.simulators.smtp import SmtpSimulator
+        from crbio.simulators.xds import XdsSimulator
+
+        self.directory = Path(directory).resolve()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.mssante = mssante
+        self.retry_delay = retry_delay
+        self.pki = make_test_pki(self.directory / "pki")
+        received = self.directory / "received"
+        retryable = (Fault.BUSY, Fault.SERVER_ERROR, Fault.DROP)
+
+        def faults(offset: int) -> FaultPlan:
+            return FaultPlan(
+                rate=fault_rate, random_faults=retryable, seed=None if seed is None else seed + offset
+            )
+
+        self.xds = XdsSimulator(
+            self.pki, faults=faults(1), known_patients=known_patients, store_dir=received / "dmp"
+        )
+        self.smtp = SmtpSimulator(self.pki, faults=faults(2), store_dir=received / "mssante-smtp")
+        self.operator_secret = "simulation-secret"
+        self.operator = OperatorApiSimulator(
+            self.pki,
+            client_id=OPERATOR_CLIENT_ID,
+            client_secret=self.operator_secret,
+            faults=faults(3),
+            store_dir=received / "mssante-api",
+        )
+        self.mllp = MllpSimulator(pki=self.pki, tls=True, faults=faults(4), store_dir=received / "hl7v2")
+        self.config_path = self.directory / "crbio.toml"
+        self._started = False
+
+    @property
+    def fault_plans(self) -> list[FaultPlan]:
+        """The fault plans of every simulator, to change the fault rate during a run."""
+        return [self.xds.faults, self.smtp.faults, self.operator.faults, self.mllp.faults]
+
+    def set_fault_rate(self, rate: float) -> None:
+        """Make every simulator fail a share ``rate`` of requests with a retryable fault."""
+        for plan in self.fault_plans:
+            plan.set_rate(rate)
+
+    def start(self) -> Simulation:
+        """Start every server and write the configuration."""
+        for server in (self.xds, self.smtp, self.operator, self.mllp):
+            server.start()
+        self._started = True
+        self.config_path.write_text(self.config_toml(), encoding="utf-8")
+        return self
+
+    def stop(self) -> None:
+        """Stop every server."""
+        if self._started:
+            for server in (self.xds, self.smtp, self.operator, self.mllp):
+                server.stop()
+            self._started = False
+
+    def __enter__(self) -> Simulation:
+        return self.start()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    @property
+    def config(self) -> DispatchConfig:
+        """The dispatch configuration pointing at the running simulators."""
+        return DispatchConfig.load(self.config_path)
+
+    def config_toml(self) -> str:
+        """The configuration file's text."""
+        secret_file = self.directory / "pki" / "operator-secret"
+        secret_file.write_text(self.operator_secret, encoding="utf-8")
+        pki = self.pki
+        tls = (
+            f"ca_file = {_toml_string(pki.ca_cert)}\n"
+            f"client_cert = {_toml_string(pki.auth_cert)}\n"
+            f"client_key = {_toml_string(pki.auth_key)}\n"
+        )
+        if self.mssante == "smtp":
+            mssante = (
+                'sender = "smtp"\n'
+                f'host = "{self.smtp.host}"\nport = {self.smtp.port}\nstarttls = true\n'
+                f'from = "{SENDER_MAILBOX}"\ntimeout = 10\n{tls}'
+            )
+        else:
+            mssante = (
+                'sender = "operator-api"\n'
+                f'base_url = "{self.operator.base_url}"\ntoken_url = "{self.operator.token_url}"\n'
+                f'client_id = "{OPERATOR_CLIENT_ID}"\nclient_secret_file = {_toml_string(secret_file)}\n'
+                f'sender_address = "{SENDER_MAILBOX}"\ntimeout = 10\n'
+                f"ca_file = {_toml_string(pki.ca_cert)}\n"
+            )
+        return f"""# crbio dispatch configuration for the local simulators (written by crbio simulate).
+[laboratory]
+finess = "920000015"
+name = "Laboratoire de simulation"
+oid = "1.2.250.1.999.77"
+responsible_rpps = "10100012342"
+responsible_name = "SIMULATION Responsable"
+
+[software]
+nil = "NIL-SIMULATION"
+dmp_homologation = "HOMOLOGATION-SIMULATION"
+
+[outbox]
+path = {_toml_string(self.directory / "outbox.sqlite")}
+lease_seconds = 30
+
+[retry]
+max_attempts = 30
+initial_delay = {self.retry_delay}
+max_delay = {max(self.retry_delay * 8, 1.0)}
+multiplier = 2
+jitter = 0.2
+
+[destinations.dmp]
+sender = "dmp"
+url = "{self.xds.url}"
+timeout = 10
+sign_cert = {_toml_string(pki.sign_cert)}
+sign_key = {_toml_string(pki.sign_key)}
+{tls}
+[destinations.mssante]
+{mssante}
+[destinations.hl7v2]
+sender = "mllp"
+name = "pfi-simulation"
+host = "{self.mllp.host}"
+port = {self.mllp.port}
+tls = true
+timeout = 10
+receiving_application = "PFI"
+receiving_facility = "CH-SIMULATION"
+{tls}"""
+
+    def describe(self) -> str:
+        """A few lines for a human: where each simulator listens and where things are."""
+        return "\n".join(
+            [
+                f"DMP (XDS.b)        {self.xds.url}",
+                f"MSSanté (SMTP)     {self.smtp.host}:{self.smtp.port} (STARTTLS, client certificate)",
+                f"MSSanté (API)      {self.operator.base_url}",
+                f"HL7 v2 (MLLP/TLS)  {self.mllp.host}:{self.mllp.port}",
+                f"configuration      {self.config_path}",
+                f"received messages  {self.directory / 'received'}",
+                f"try: crbio send --config {self.config_path} report.json",
+            ]
+        )
