@@ -173,7 +173,10 @@ def test_adult_document_hidden_from_legal_representatives_still_reaches_the_pati
 def test_non_qualified_identity_no_dmp_no_patient_mail(sample_report: Callable[[str], Report]) -> None:
     plan = plan_dispatch(sample_report("13-identite-provisoire.json"), config())
     assert routes(plan) == {("mssante", "professional"), ("hl7v2", "system")}
-    assert reasons(plan) == {("dmp", "dmp"): {"ins.not-qualified"}, ("mssante", "-"): {"ins.not-qualified"}}
+    assert reasons(plan) == {
+        ("dmp", "dmp"): {"ins.not-qualified"},
+        ("mssante", "patient"): {"ins.not-qualified"},
+    }
     ps = next(d for d in plan.deliveries if d.channel is Channel.MSSANTE)
     assert ps.metadata["headers"]["X-MSS-INS"] == "N"
 
@@ -219,7 +222,9 @@ def test_professionals_without_address_are_reported_and_duplicates_merged(nomina
     plan = plan_dispatch(replace(nominal, copy_recipients=(no_mail, same_as_prescriber)), config())
     professionals = [d for d in plan.deliveries if d.recipient.kind is RecipientKind.PROFESSIONAL]
     assert len(professionals) == 1
-    assert reasons(plan) == {("mssante", "-"): {"recipient.no-address"}}
+    assert reasons(plan) == {("mssante", "professional"): {"recipient.no-address"}}
+    (refused,) = plan.suppressed
+    assert refused.recipient is not None and refused.recipient.identifier == "10101010101"
 
 
 def test_amendment_is_a_replacement_and_flags_a_masking_change(

@@ -226,18 +226,15 @@ class _Rules:
         return {code: "Y" if values[code] else "N" for code in _FLAG_ORDER}
 
 
-def _professionals(report: Report) -> Iterable[tuple[Recipient | None, str]]:
-    """The prescriber and copy recipients, as MSSanté recipients (None when no address)."""
+def _professionals(report: Report) -> Iterable[Recipient]:
+    """The prescriber and copy recipients as MSSanté recipients (an empty address when none is known)."""
     seen: set[str] = set()
-    for role, person in (("prescriber", report.prescriber), *(("copy", p) for p in report.copy_recipients)):
-        label = person.name.display()
-        if not person.mssante:
-            yield None, f"{role} {person.rpps}"
+    for person in (report.prescriber, *report.copy_recipients):
+        address = person.mssante or ""
+        if address and address.lower() in seen:
             continue
-        if person.mssante.lower() in seen:
-            continue
-        seen.add(person.mssante.lower())
-        yield Recipient(RecipientKind.PROFESSIONAL, person.mssante, person.rpps, label), role
+        seen.add(address.lower())
+        yield Recipient(RecipientKind.PROFESSIONAL, address, person.rpps, person.name.display())
 
 
 def plan_dispatch(
@@ -291,16 +288,9 @@ def plan_dispatch(
     }
     mail = {"request_dsn": config.rules.request_dsn, "request_mdn": config.rules.request_mdn}
     ps_recipients: list[Recipient] = []
-    for recipient, role in _professionals(report):
-        if recipient is None:
-            suppressed.append(
-                Suppressed(
-                    Channel.MSSANTE,
-                    None,
-                    "recipient.no-address",
-                    f"the {role.split()[0]} has no MSSanté address",
-                )
-            )
+    for recipient in _professionals(report):
+        if not recipient.address:
+            refuse(Channel.MSSANTE, recipient, [("recipient.no-address", "no MSSanté address is known")])
             continue
         if not mss_on:
             refuse(
@@ -312,16 +302,16 @@ def plan_dispatch(
             ps_recipients.append(recipient)
             deliver(Channel.MSSANTE, recipient, headers=code_headers, to_patient=False, **mail)
 
-    patient_recipient = None
-    if rules.qualified_ins is not None:
-        patient_recipient = Recipient(RecipientKind.PATIENT, patient_address(rules.qualified_ins.matricule))
+    # Without a qualified INS there is no address; the suppression still names "the patient".
+    ins = rules.qualified_ins
+    patient_recipient = Recipient(RecipientKind.PATIENT, patient_address(ins.matricule) if ins else "")
     if not mss_on:
         refuse(
             Channel.MSSANTE,
             patient_recipient,
             [("destination.off", "MSSanté is not configured or switched off")],
         )
-    elif rules.patient_refusals or patient_recipient is None:
+    elif rules.patient_refusals:
         refuse(Channel.MSSANTE, patient_recipient, rules.patient_refusals)
     else:
         headers = dict(code_headers)
@@ -335,8 +325,8 @@ def plan_dispatch(
             {"kind": r.kind.value, "address": r.address, "identifier": r.identifier, "label": r.label}
             for r in ps_recipients
         ]
-        patient_ok = not rules.patient_refusals and patient_recipient is not None
-        if patient_ok and patient_recipient is not None:
+        patient_ok = not rules.patient_refusals
+        if patient_ok:
             recipients.append(
                 {"kind": "patient", "address": patient_recipient.address, "identifier": None, "label": None}
             )
