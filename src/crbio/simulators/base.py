@@ -9,13 +9,25 @@ dropped connection or a permanent rejection.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import random
+import socket
+import socketserver
+import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["Fault", "FaultPlan"]
+if TYPE_CHECKING:
+    from crbio.simulators.pki import TestPki
+
+__all__ = ["Fault", "FaultPlan", "LocalServer", "server_tls_context"]
+
+logger = logging.getLogger("crbio.simulators")
 
 
 class Fault(StrEnum):
@@ -81,3 +93,130 @@ class FaultPlan:
             time.sleep(self.latency)
             return None
         return fault
+
+
+def server_tls_context(pki: TestPki, *, client_certificate: str) -> ssl.SSLContext:
+    """A TLS 1.2+ server context with the test PKI's server certificate.
+
+    ``client_certificate`` is ``none``, ``optional`` or ``required``; presented client
+    certificates are verified against the test CA.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(pki.server_cert, pki.server_key)
+    if client_certificate != "none":
+        context.load_verify_locations(cafile=str(pki.ca_cert))
+        context.verify_mode = ssl.CERT_REQUIRED if client_certificate == "required" else ssl.CERT_OPTIONAL
+    return context
+
+
+class LocalServer(socketserver.ThreadingTCPServer):
+    """A threaded TCP server on 127.0.0.1 (free port), served from a background thread.
+
+    Each connection runs ``serve(connection, client_address)`` in its own thread, after the
+    TLS handshake when ``tls`` is given (so a slow or broken client never blocks the accept
+    loop); a failed handshake goes to ``on_handshake_error``. :meth:`stop` cuts the open
+    connections, so threads blocked reading wake up, and waits for every thread.
+    """
+
+    allow_reuse_address = True
+    daemon_threads = False
+    block_on_close = True  # server_close() joins the connection threads
+
+    def __init__(
+        self,
+        simulator: Any,
+        serve: Callable[[socket.socket, Any], None],
+        *,
+        name: str,
+        tls: ssl.SSLContext | None = None,
+        handshake_timeout: float = 10.0,
+        on_handshake_error: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        self.simulator = simulator  # what request handlers reach as ``self.server.simulator``
+        self.name = name
+        self._serve = serve
+        self._tls = tls
+        self._handshake_timeout = handshake_timeout
+        self._on_handshake_error = on_handshake_error
+        self._connections: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        super().__init__(("127.0.0.1", 0), socketserver.BaseRequestHandler)
+
+    @property
+    def port(self) -> int:
+        """The port the system chose."""
+        return int(self.server_address[1])
+
+    def start(self) -> None:
+        """Serve in a background thread."""
+        self._thread = threading.Thread(
+            target=self.serve_forever, kwargs={"poll_interval": 0.05}, name=self.name, daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop accepting, cut the open connections and wait for every thread."""
+        self.shutdown()
+        with self._lock:
+            self._stopping = True
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(connection, socket.SHUT_RDWR)
+        self.server_close()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _track(self, connection: socket.socket, replacing: socket.socket | None = None) -> bool:
+        with self._lock:
+            if self._stopping:
+                return False
+            if replacing is not None:
+                self._connections.discard(replacing)
+            self._connections.add(connection)
+            return True
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """Serve one connection (in its own thread): TLS handshake, then ``serve``."""
+        connection: socket.socket = request
+        if not self._track(connection):
+            return
+        try:
+            if self._tls is not None:
+                connection.settimeout(self._handshake_timeout)
+                try:
+                    secured = self._tls.wrap_socket(connection, server_side=True)
+                except (ssl.SSLError, OSError) as error:
+                    if self._on_handshake_error is not None:
+                        self._on_handshake_error(error)
+                    else:
+                        logger.info("%s: TLS handshake failed (%s)", self.name, error)
+                    return
+                if not self._track(secured, replacing=connection):
+                    secured.close()
+                    return
+                connection = secured
+            self._serve(connection, client_address)
+        except (OSError, ValueError) as error:  # timeouts, resets: the client went away
+            logger.debug("%s: connection ended (%s)", self.name, type(error).__name__)
+        finally:
+            with self._lock:
+                self._connections.discard(connection)
+            if connection is not request:
+                with contextlib.suppress(OSError):
+                    connection.close()
+
+    def shutdown_request(self, request: Any) -> None:
+        """Close the accepted socket."""
+        # After a TLS handshake the wrapped socket owns the descriptor; shutting the raw one
+        # down would raise, so only close it.
+        with contextlib.suppress(OSError):
+            request.close()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Log a serving error with its traceback (test servers: never patient data in there)."""
+        logger.exception("%s: error while serving a connection", self.name)

@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import json
 import logging
 import re
 import socket
-import socketserver
 import ssl
 import threading
 import uuid
@@ -51,7 +49,7 @@ from crbio.dispatch.hl7v2 import (
 )
 from crbio.dispatch.senders.mllp import END_BLOCK, START_BLOCK, frame
 from crbio.errors import InputError
-from crbio.simulators.base import Fault, FaultPlan
+from crbio.simulators.base import Fault, FaultPlan, LocalServer, server_tls_context
 from crbio.simulators.pki import TestPki
 
 __all__ = ["MllpSimulator", "ReceivedMessage", "RefusedMessage"]
@@ -273,76 +271,33 @@ def _metadata(parsed: Any, checked: _Checked) -> None:
         raise _Problem("101", "PRT", "MSSanté sending needs the recipients (PRT RCT)")
 
 
-class _Handler(socketserver.BaseRequestHandler):
-    server: _Server
-
-    def handle(self) -> None:
-        simulator = self.server.simulator
-        sock: socket.socket = self.request
-        if not simulator._register(sock):
-            return
-        try:
-            sock.settimeout(simulator.idle_timeout)
-            certificate = None
-            if simulator._tls_context is not None:
-                try:
-                    sock = simulator._tls_context.wrap_socket(sock, server_side=True)
-                except (ssl.SSLError, OSError) as exc:
-                    logger.info(
-                        "MLLP simulator: TLS handshake failed (%s)", getattr(exc, "reason", None) or exc
-                    )
-                    return
-                if not simulator._register(sock, replace=self.request):
-                    return
-                certificate = _common_name(sock)
-            self._serve(simulator, sock, certificate)
-        except OSError:  # timeouts, resets: the client went away
-            return
-        finally:
-            simulator._unregister(sock)
-            if sock is not self.request:
-                sock.close()
-
-    def _serve(self, simulator: MllpSimulator, sock: socket.socket, certificate: str | None) -> None:
-        buffer = bytearray()
-        while True:
-            while not buffer.strip():
-                chunk = sock.recv(65536)
-                if not chunk:
-                    return
-                buffer += chunk
-            # The first bytes of a message are here: this is one request.
-            fault = simulator.faults.draw()
-            if fault is Fault.DROP:
+def _serve(simulator: MllpSimulator, sock: socket.socket, certificate: str | None) -> None:
+    buffer = bytearray()
+    while True:
+        while not buffer.strip():
+            chunk = sock.recv(65536)
+            if not chunk:
                 return
+            buffer += chunk
+        # The first bytes of a message are here: this is one request.
+        fault = simulator.faults.draw()
+        if fault is Fault.DROP:
+            return
+        start = buffer.find(START_BLOCK)
+        while start < 0 or buffer.find(END_BLOCK, start + 1) < 0:
+            if len(buffer) > MAX_MESSAGE_BYTES:
+                return
+            chunk = sock.recv(65536)
+            if not chunk:
+                return
+            buffer += chunk
             start = buffer.find(START_BLOCK)
-            while start < 0 or buffer.find(END_BLOCK, start + 1) < 0:
-                if len(buffer) > MAX_MESSAGE_BYTES:
-                    return
-                chunk = sock.recv(65536)
-                if not chunk:
-                    return
-                buffer += chunk
-                start = buffer.find(START_BLOCK)
-            end = buffer.find(END_BLOCK, start + 1)
-            payload = bytes(buffer[start + 1 : end])
-            del buffer[: end + len(END_BLOCK)]
-            if fault is Fault.SERVER_ERROR:
-                return
-            sock.sendall(frame(simulator._answer(payload, fault, certificate)))
-
-
-class _Server(socketserver.ThreadingTCPServer):
-    allow_reuse_address = True
-    daemon_threads = False
-    block_on_close = True
-
-    def __init__(self, simulator: MllpSimulator, address: tuple[str, int]) -> None:
-        self.simulator = simulator
-        super().__init__(address, _Handler)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        logger.exception("MLLP simulator: error while serving a connection")
+        end = buffer.find(END_BLOCK, start + 1)
+        payload = bytes(buffer[start + 1 : end])
+        del buffer[: end + len(END_BLOCK)]
+        if fault is Fault.SERVER_ERROR:
+            return
+        sock.sendall(frame(simulator._answer(payload, fault, certificate)))
 
 
 def _common_name(sock: socket.socket) -> str | None:
@@ -396,11 +351,7 @@ class MllpSimulator:
         self.messages: list[ReceivedMessage] = []
         self.refused: list[RefusedMessage] = []
         self._lock = threading.Lock()
-        self._connections: set[socket.socket] = set()
-        self._stopping = False
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-        self._tls_context: ssl.SSLContext | None = None
+        self._server: LocalServer | None = None
 
     @property
     def host(self) -> str:
@@ -412,7 +363,7 @@ class MllpSimulator:
         """The listening port, chosen by the system when the simulator starts."""
         if self._server is None:
             raise RuntimeError("the MLLP simulator is not started")
-        return int(self._server.server_address[1])
+        return self._server.port
 
     @property
     def accepted(self) -> list[ReceivedMessage]:
@@ -424,42 +375,28 @@ class MllpSimulator:
         """Listen on 127.0.0.1 (a free port) and serve in a background thread."""
         if self._server is not None:
             return self
+        tls = None
         if self.tls and self.pki is not None:
-            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            context.minimum_version = ssl.TLSVersion.TLSv1_2
-            context.load_cert_chain(self.pki.server_cert, self.pki.server_key)
-            context.load_verify_locations(cafile=str(self.pki.ca_cert))
-            context.verify_mode = ssl.CERT_REQUIRED if self.require_client_cert else ssl.CERT_OPTIONAL
-            self._tls_context = context
+            tls = server_tls_context(
+                self.pki, client_certificate="required" if self.require_client_cert else "optional"
+            )
         if self.store_dir is not None:
             self.store_dir.mkdir(parents=True, exist_ok=True)
-        self._stopping = False
-        self._server = _Server(self, (self.host, 0))
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="mllp-simulator",
-            daemon=True,
+        self._server = LocalServer(
+            self, self._serve_connection, name="mllp-simulator", tls=tls, handshake_timeout=self.idle_timeout
         )
-        self._thread.start()
+        self._server.start()
         return self
 
     def stop(self) -> None:
         """Stop listening, close open connections and wait for every connection thread."""
         server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        with self._lock:
-            self._stopping = True
-            connections = list(self._connections)
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-        server.server_close()  # joins the connection threads (block_on_close)
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        if server is not None:
+            server.stop()
+
+    def _serve_connection(self, sock: socket.socket, client_address: Any) -> None:
+        sock.settimeout(self.idle_timeout)
+        _serve(self, sock, _common_name(sock))
 
     def clear(self) -> None:
         """Forget the messages received so far (duplicates are then detected afresh)."""
@@ -474,21 +411,6 @@ class MllpSimulator:
         self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
-
-    # Connection bookkeeping, so stop() can wake threads blocked reading.
-
-    def _register(self, sock: socket.socket, *, replace: socket.socket | None = None) -> bool:
-        with self._lock:
-            if self._stopping:
-                return False
-            if replace is not None:
-                self._connections.discard(replace)
-            self._connections.add(sock)
-            return True
-
-    def _unregister(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._connections.discard(sock)
 
     # Answering a message.
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import io
 import json
 import logging
@@ -44,7 +43,7 @@ import zipfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
@@ -52,7 +51,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from crbio._xml import parse_xml
 from crbio.errors import InputError
-from crbio.simulators.base import Fault, FaultPlan
+from crbio.simulators.base import Fault, FaultPlan, LocalServer, server_tls_context
 from crbio.simulators.pki import TestPki
 
 __all__ = ["OperatorApiSimulator", "ReceivedRequest", "StoredMessage", "TRACKING_EXTENSION"]
@@ -155,46 +154,10 @@ def operation_outcome(code: str, diagnostics: str, severity: str = "error") -> d
     }
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = False  # server_close() joins the connection threads
-    block_on_close = True
-    simulator: OperatorApiSimulator
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        # The TLS handshake happens in the connection's own thread (finish_request), so a slow
-        # or broken client never blocks the accept loop.
-        return self.socket.accept()
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        simulator = self.simulator
-        try:
-            tls = simulator.tls.wrap_socket(request, server_side=True)
-        except (ssl.SSLError, OSError) as exc:
-            logger.info("operator API simulator: TLS handshake failed (%s)", exc)
-            return
-        if not simulator._register(tls):
-            tls.close()
-            return
-        try:
-            _Handler(tls, client_address, self)
-        except (ssl.SSLError, OSError) as exc:
-            logger.debug("operator API simulator: connection ended (%s)", exc)
-        finally:
-            simulator._unregister(tls)
-            with contextlib.suppress(OSError):
-                tls.close()
-
-    def shutdown_request(self, request: Any) -> None:
-        # finish_request closed the TLS socket, which owns the descriptor; closing the raw one
-        # again is harmless but shutting it down would raise on a detached socket.
-        with contextlib.suppress(OSError):
-            request.close()
-
-
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as httpx expects
     timeout = 60
-    server: _Server
+    server: LocalServer
     server_version = "crbio-operator-simulator"
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
@@ -269,19 +232,12 @@ class OperatorApiSimulator:
         self.token_forms: list[dict[str, str]] = []
         self.host = "127.0.0.1"
         self.port = 0
-        self.tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.tls.minimum_version = ssl.TLSVersion.TLSv1_2
-        self.tls.load_cert_chain(pki.server_cert, pki.server_key)
-        self.tls.load_verify_locations(cafile=str(pki.ca_cert))
-        self.tls.verify_mode = ssl.CERT_OPTIONAL
+        self.tls = server_tls_context(pki, client_certificate="optional")
         self._tokens: dict[str, float] = {}  # token -> monotonic expiry
         self._by_key: dict[str, StoredMessage] = {}
         self._by_transaction: dict[str, StoredMessage] = {}
         self._lock = threading.Lock()
-        self._connections: set[socket.socket] = set()
-        self._stopping = False
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        self._server: LocalServer | None = None
 
     # Life cycle.
 
@@ -299,34 +255,21 @@ class OperatorApiSimulator:
         """Listen on 127.0.0.1 (a free port) and serve in a background thread."""
         if self._server is not None:
             return self
-        server = _Server((self.host, 0), _Handler)
-        server.simulator = self
-        self.port = server.server_address[1]
-        with self._lock:
-            self._stopping = False
+        server = LocalServer(self, self._serve, name="operator-api-simulator", tls=self.tls)
+        self.port = server.port
         self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="operator-api-simulator"
-        )
-        self._thread.start()
+        server.start()
         return self
 
     def stop(self) -> None:
         """Stop listening, close open connections and wait for every connection thread."""
         server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        with self._lock:
-            self._stopping = True
-            connections = list(self._connections)
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-        server.server_close()  # joins the connection threads (block_on_close)
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        if server is not None:
+            server.stop()
+
+    def _serve(self, connection: socket.socket, client_address: Any) -> None:
+        assert self._server is not None
+        _Handler(connection, client_address, self._server)
 
     def __enter__(self) -> OperatorApiSimulator:
         return self.start()
@@ -335,17 +278,6 @@ class OperatorApiSimulator:
         self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
-
-    def _register(self, sock: socket.socket) -> bool:
-        with self._lock:
-            if self._stopping:
-                return False
-            self._connections.add(sock)
-            return True
-
-    def _unregister(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._connections.discard(sock)
 
     # What tests may change.
 

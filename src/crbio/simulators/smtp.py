@@ -38,7 +38,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from cryptography import x509
 
-from crbio.simulators.base import Fault, FaultPlan
+from crbio.simulators.base import Fault, FaultPlan, server_tls_context
 from crbio.simulators.pki import TestPki
 
 __all__ = ["ReceivedMessage", "SmtpSimulator"]
@@ -326,13 +326,8 @@ class SmtpSimulator:
     # -- life cycle ---------------------------------------------------------------------------
 
     def _tls(self) -> ssl.SSLContext:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(self.pki.server_cert, self.pki.server_key)
-        context.load_verify_locations(cafile=str(self.pki.ca_cert))
-        # OPTIONAL: a presented certificate is verified, a missing one is refused at MAIL.
-        context.verify_mode = ssl.CERT_OPTIONAL
-        return context
+        # Optional: a presented certificate is verified, a missing one is refused at MAIL.
+        return server_tls_context(self.pki, client_certificate="optional")
 
     def start(self) -> SmtpSimulator:
         """Start listening on 127.0.0.1 (an ephemeral port: see :attr:`port`)."""

@@ -29,7 +29,6 @@ import json
 import logging
 import re
 import socket
-import socketserver
 import ssl
 import threading
 import uuid
@@ -40,7 +39,7 @@ from email import policy as email_policy
 from email.message import Message
 from email.parser import BytesParser
 from functools import cache
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
@@ -56,7 +55,7 @@ from signxml.verifier import SignatureConfiguration, XMLVerifier
 from crbio._xml import parse_xml
 from crbio.errors import InputError
 from crbio.identifiers import INS_OIDS, check_ins_matricule, check_oid
-from crbio.simulators.base import Fault, FaultPlan
+from crbio.simulators.base import Fault, FaultPlan, LocalServer, server_tls_context
 from crbio.simulators.pki import TestPki
 
 __all__ = [
@@ -1213,7 +1212,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "crbio-xds-simulator"
     timeout = _IDLE_TIMEOUT
-    server: _HttpsServer
+    server: LocalServer
 
     def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
         self.server.simulator._handle_post(self)
@@ -1234,72 +1233,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         with contextlib.suppress(OSError):
             socket.socket.shutdown(self.connection, socket.SHUT_RDWR)
-
-
-class _HttpsServer(ThreadingHTTPServer):
-    """A threading HTTP server doing the TLS handshake in each connection's own thread."""
-
-    daemon_threads = True
-
-    def __init__(self, simulator: XdsSimulator, context: ssl.SSLContext) -> None:
-        self.simulator = simulator
-        self.ssl_context = context
-        self._connections: set[socket.socket] = set()
-        self._workers: set[threading.Thread] = set()
-        self._track_lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind resolves the host name (socket.getfqdn), a needless DNS lookup here.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = "127.0.0.1", int(self.server_address[1])
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        worker = threading.Thread(
-            target=self._serve_connection,
-            args=(request, client_address),
-            name="xds-simulator-connection",
-            daemon=True,
-        )
-        with self._track_lock:
-            self._workers.add(worker)
-        worker.start()
-
-    def _serve_connection(self, raw: socket.socket, client_address: Any) -> None:
-        try:
-            raw.settimeout(_HANDSHAKE_TIMEOUT)
-            connection = self.ssl_context.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
-            with self._track_lock:
-                self._connections.add(connection)
-            try:
-                try:
-                    connection.do_handshake()
-                except (ssl.SSLError, OSError) as error:
-                    self.simulator._refused_handshake(error)
-                    return
-                connection.settimeout(_IDLE_TIMEOUT)
-                _Handler(connection, client_address, self)
-            except (OSError, ValueError) as error:  # the client went away mid-request
-                logger.debug("connection ended: %s", error.__class__.__name__)
-            finally:
-                with self._track_lock:
-                    self._connections.discard(connection)
-                connection.close()
-        finally:
-            raw.close()
-            with self._track_lock:
-                self._workers.discard(threading.current_thread())
-
-    def close_connections(self, timeout: float = 5.0) -> None:
-        """Cut every open connection and wait for their threads."""
-        with self._track_lock:
-            connections = list(self._connections)
-            workers = list(self._workers)
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                socket.socket.shutdown(connection, socket.SHUT_RDWR)
-        for worker in workers:
-            worker.join(timeout)
 
 
 def _read_body(handler: _Handler) -> bytes:
@@ -1367,8 +1300,7 @@ class XdsSimulator:
         self._requests: list[XdsRequest] = []
         self._accepted = 0
         self._refused_handshakes = 0
-        self._server: _HttpsServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: LocalServer | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -1376,36 +1308,32 @@ class XdsSimulator:
         """Start serving in a background thread (idempotent)."""
         if self._server is not None:
             return self
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(self.pki.server_cert, self.pki.server_key)
-        if self.require_client_cert:
-            context.verify_mode = ssl.CERT_REQUIRED
-            context.load_verify_locations(cafile=str(self.pki.ca_cert))
+        tls = server_tls_context(
+            self.pki, client_certificate="required" if self.require_client_cert else "none"
+        )
         if self.store_dir is not None:
             self.store_dir.mkdir(parents=True, exist_ok=True)
-        self._server = _HttpsServer(self, context)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
+        self._server = LocalServer(
+            self,
+            self._serve_connection,
             name="xds-simulator",
-            daemon=True,
+            tls=tls,
+            handshake_timeout=_HANDSHAKE_TIMEOUT,
+            on_handshake_error=self._refused_handshake,
         )
-        self._thread.start()
+        self._server.start()
         logger.info("XDS.b simulator listening on %s", self.url)
         return self
 
     def stop(self) -> None:
         """Stop serving, cut open connections and wait for the threads (idempotent)."""
-        server, thread = self._server, self._thread
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        server.close_connections()
-        if thread is not None:
-            thread.join(5)
-        self._server = self._thread = None
+        server, self._server = self._server, None
+        if server is not None:
+            server.stop()
+
+    def _serve_connection(self, connection: socket.socket, client_address: Any) -> None:
+        assert self._server is not None
+        _Handler(connection, client_address, self._server)
 
     def __enter__(self) -> XdsSimulator:
         return self.start()
@@ -1427,7 +1355,7 @@ class XdsSimulator:
         """The port it listens on (only once started)."""
         if self._server is None:
             raise RuntimeError("the XDS simulator is not started")
-        return int(self._server.server_address[1])
+        return self._server.port
 
     @property
     def url(self) -> str:
