@@ -27,10 +27,11 @@ from signxml import XMLVerifier
 
 from crbio.dispatch.delivery import Action, Channel, Delivery, Job, Recipient, RecipientKind
 from crbio.dispatch.header import read_header
+from crbio.dispatch.redaction import redact
 from crbio.dispatch.senders.base import SenderContext, load_sender
 from crbio.dispatch.senders.dmp import DmpSender
 from crbio.dispatch.xds.metadata import NS, entry_uuid, submission_ids
-from crbio.dispatch.xds.response import RegistryResult, redact, registry_result
+from crbio.dispatch.xds.response import RegistryResult, registry_result
 from crbio.dispatch.xds.soap import parse_message
 from crbio.errors import ConfigurationError, PermanentSendError, TransientSendError
 from crbio.simulators.pki import TestPki as Pki

@@ -18,10 +18,10 @@ from crbio.dispatch.config import DispatchConfig
 from crbio.dispatch.delivery import Action, Channel, Delivery, Job, Recipient, RecipientKind
 from crbio.dispatch.header import read_header
 from crbio.dispatch.mssante import body_text, pdf_file_name, subject
+from crbio.dispatch.redaction import redact
 from crbio.dispatch.senders.base import SenderContext, load_sender
 from crbio.dispatch.senders.operator_api import (
     OperatorApiSender,
-    _Redactor,
     _retry_after,
     build_request,
 )
@@ -473,7 +473,7 @@ def test_error_texts_are_redacted_of_patient_data() -> None:
         f"patient {header.birth_family_name} {header.birth_given_name} "
         f"born {header.birth_date.strftime('%d/%m/%Y')} NIR {header.ins[0]} rejected"
     )
-    redacted = _Redactor(job)(text)
+    redacted = redact(text, job)
     for secret in (recipient.address, header.birth_family_name, header.birth_given_name, header.ins[0]):
         assert secret.lower() not in redacted.lower()
     assert header.birth_date.strftime("%d/%m/%Y") not in redacted

@@ -86,6 +86,7 @@ from crbio import __version__
 from crbio.dispatch.delivery import Acknowledgement, Action, Channel, Job, RecipientKind
 from crbio.dispatch.header import DocumentHeader
 from crbio.dispatch.mssante import body_text, message_id, pdf_file_name, subject
+from crbio.dispatch.redaction import redact
 from crbio.dispatch.senders.base import Sender, SenderContext
 from crbio.dispatch.tls import read_secret, tls_context
 from crbio.dispatch.xdm import ARCHIVE_NAME, build_xdm
@@ -129,8 +130,6 @@ _IDENTIFIER_TYPE_SYSTEM: Final = "http://terminology.hl7.org/CodeSystem/v2-0203"
 _GENDERS: Final = {"M": "male", "F": "female"}
 _HEADER_NAME: Final = re.compile(r"X-MSS-[A-Za-z0-9-]+")
 _HEADER_VALUE: Final = re.compile(r"[\x20-\x7e]*")
-_LONG_NUMBER: Final = re.compile(r"\d{13,15}")  # an INS/NIR, with or without its key
-_PATIENT_ADDRESS: Final = re.compile(r"[^\s@<>\"']+@patient\.mssante\.fr", re.IGNORECASE)
 _DEFAULT_LIFETIME: Final = 300.0  # when a token answer has no expires_in
 _MAX_RETRY_AFTER: Final = 24 * 3600.0
 # TLS alerts that are about certificates (ours or the server's): fixing them takes a person.
@@ -415,37 +414,6 @@ def _issues(data: Any) -> tuple[list[str], str]:
     return codes, "; ".join(texts)
 
 
-class _Redactor:
-    """Masks what may identify the patient in an operator's error text."""
-
-    def __init__(self, job: Job | None) -> None:
-        secrets: set[str] = set()
-        if job is not None:
-            recipient = job.delivery.recipient
-            if recipient.kind is RecipientKind.PATIENT:
-                secrets |= {recipient.address, recipient.address.partition("@")[0]}
-            try:
-                header = job.header
-            except InputError:
-                header = None
-            if header is not None:
-                secrets |= {header.birth_family_name, header.birth_given_name, header.used_family_name or ""}
-                secrets |= {extension for _, extension in header.local_ids}
-                if header.ins is not None:
-                    secrets.add(header.ins[0])
-                if header.birth_date is not None:
-                    day = header.birth_date
-                    secrets |= {day.isoformat(), day.strftime("%d/%m/%Y"), day.strftime("%Y%m%d")}
-        # Longest first, so "DUPONT-MARTIN" is masked whole before "DUPONT".
-        self.secrets = sorted((s for s in secrets if len(s) >= 3), key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        text = _PATIENT_ADDRESS.sub("<patient address>", text)
-        for secret in self.secrets:
-            text = re.sub(re.escape(secret), "<masked>", text, flags=re.IGNORECASE)
-        return _LONG_NUMBER.sub("<masked>", text)
-
-
 def _tls_problem(error: BaseException) -> str | None:
     """The certificate problem behind a connection error, if that is what it is."""
     seen: set[int] = set()
@@ -680,7 +648,7 @@ class OperatorApiSender(Sender):
                 reason += f" {error[:60]}"
                 detail["oauth_error"] = error[:60]
             if isinstance(description, str) and description.strip():
-                reason += f" ({_Redactor(None)(' '.join(description.split())[:200])})"
+                reason += f" ({redact(description)[:200]})"
             if response.status_code in _RETRYABLE_STATUS or response.status_code >= 500:
                 self._add_retry_after(response, detail)
                 raise TransientSendError(f"{what}: {reason}", reason=reason, detail=detail)
@@ -747,13 +715,12 @@ class OperatorApiSender(Sender):
     ) -> NoReturn:
         status = response.status_code
         codes, diagnostics = _issues(_json(response))
-        redact = _Redactor(job)
         reason = f"HTTP {status}"
         if codes:
             reason += " " + ",".join(c[:40] for c in codes[:5])
             detail["issues"] = codes[:5]
         if diagnostics:
-            reason += f": {redact(diagnostics)}"
+            reason += f": {redact(diagnostics, job)}"
         elif status == 401:
             reason += ": access token refused after renewal"
         elif 300 <= status < 400:

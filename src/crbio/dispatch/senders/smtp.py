@@ -20,6 +20,7 @@ from typing import Any, NoReturn, Self
 
 from crbio.dispatch.delivery import Acknowledgement, Channel, Job
 from crbio.dispatch.mssante import compose, message_id
+from crbio.dispatch.redaction import redact
 from crbio.dispatch.senders.base import Sender, SenderContext
 from crbio.dispatch.tls import read_secret, tls_context
 from crbio.errors import ConfigurationError, PermanentSendError, TransientSendError
@@ -371,7 +372,7 @@ class SmtpSender(Sender):
             ) from None
         if isinstance(error, smtplib.SMTPResponseException):
             code = error.smtp_code
-            text = self._mask(job, _text(error.smtp_error))
+            text = redact(self._mask(job, _text(error.smtp_error)), job)
             reason = f"{code} {text}"
             detail = {**endpoint, "smtp_code": code, "smtp_reply": reason}
             if isinstance(error, _Refused):

@@ -19,12 +19,12 @@ the text reaches a log line, an exception or the journal. IHE ITI TF-3 §4.2.4; 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from lxml import etree
 
+from crbio.dispatch.redaction import redact
 from crbio.dispatch.xds.metadata import NS, RIM, RS
 from crbio.dispatch.xds.soap import SOAP, SoapMessage
 from crbio.errors import InputError, PermanentSendError, SendError, TransientSendError
@@ -41,7 +41,6 @@ __all__ = [
     "failure_error",
     "fault_error",
     "http_error",
-    "redact",
     "registry_result",
     "soap_fault",
 ]
@@ -64,24 +63,6 @@ TRANSIENT_CODES = frozenset(
 
 _UNIQUE_ID_SCHEME = "urn:uuid:2e82c1f6-a085-4c72-9da3-8640a32e42ab"
 _PATIENT_ID_SCHEME = "urn:uuid:58a6f841-87b3-4a3e-92fd-a8ffeff98427"
-
-_PATIENT_LIKE = (
-    re.compile(r"[^\s'\"<>,;()\[\]]*\^\^\^[^\s'\"<>,;()\[\]]*"),  # HL7 CX values (INS, IPP)
-    re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"),  # e-mail addresses (patient MSSanté addresses)
-    re.compile(r"(?<![\w.])[0-9]{5}(?:[0-9]{2}|2A|2B)[0-9]{6,8}(?![\w.])", re.IGNORECASE),  # NIR-like
-    re.compile(r"(?<![\w.])[0-9]{7,}(?![\w.])"),  # long digit runs outside OIDs (IPP, phone…)
-)
-_MAX_TEXT = 300
-
-
-def redact(text: str | None) -> str:
-    """``text`` without anything that looks like a patient identifier, shortened to 300 characters."""
-    if not text:
-        return ""
-    out = " ".join(text.split())
-    for pattern in _PATIENT_LIKE:
-        out = pattern.sub("[redacted]", out)
-    return out if len(out) <= _MAX_TEXT else out[: _MAX_TEXT - 1] + "…"
 
 
 @dataclass(frozen=True, slots=True)
