@@ -9,10 +9,11 @@ requires ("métadonnées issues de l'en-tête CDA").
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime
 
 from lxml import etree
 
+from crbio._hl7 import parse_hl7_time
 from crbio._xml import parse_xml
 from crbio.errors import InputError
 from crbio.identifiers import INS_OIDS, NATIONAL_PS_OID
@@ -85,32 +86,6 @@ class DocumentHeader:
     def ipp(self) -> tuple[str, str] | None:
         """The first local patient identifier (root, extension), usually the IPP."""
         return self.local_ids[0] if self.local_ids else None
-
-
-def parse_hl7_time(value: str) -> datetime | date:
-    """An HL7 TS (``YYYYMMDD[HHMM[SS[.fff]]][+ZZZZ]``) as a date, or an aware datetime."""
-    digits, offset = value, None
-    for sign in "+-":
-        if sign in value[8:]:
-            cut = value.rindex(sign)
-            digits, offset = value[:cut], value[cut:]
-    digits = digits.split(".", 1)[0]
-    if len(digits) == 8:
-        return date(int(digits[:4]), int(digits[4:6]), int(digits[6:8]))
-    digits = digits.ljust(14, "0")
-    tz = UTC
-    if offset is not None:
-        minutes = int(offset[1:3]) * 60 + int(offset[3:5])
-        tz = timezone(timedelta(minutes=minutes if offset[0] == "+" else -minutes))
-    return datetime(
-        int(digits[:4]),
-        int(digits[4:6]),
-        int(digits[6:8]),
-        int(digits[8:10]),
-        int(digits[10:12]),
-        int(digits[12:14]),
-        tzinfo=tz,
-    )
 
 
 class _Reader:

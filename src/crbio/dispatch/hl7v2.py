@@ -23,9 +23,10 @@ from typing import Any, Final
 
 import hl7
 
+from crbio._hl7 import hl7_ts, parse_hl7_time
 from crbio._xml import parse_xml
 from crbio.dispatch.delivery import Action, Job
-from crbio.dispatch.header import DocumentHeader, HeaderPerson, parse_hl7_time
+from crbio.dispatch.header import DocumentHeader, HeaderPerson
 from crbio.dispatch.senders.base import SenderContext
 from crbio.identifiers import NATIONAL_PS_OID
 
@@ -127,13 +128,6 @@ def _components(*parts: str) -> str:
     return "^".join(values)
 
 
-def _ts(value: datetime | date) -> str:
-    """An HL7 TS: ``YYYYMMDD`` for a date, ``YYYYMMDDHHMMSS[+ZZZZ]`` for a date-time."""
-    if not isinstance(value, datetime):
-        return value.strftime("%Y%m%d")
-    return value.strftime("%Y%m%d%H%M%S") + (value.strftime("%z") if value.tzinfo else "")
-
-
 def _hd(value: str) -> str:
     """A configured HD value (``namespace^universal id^type``): components kept, the rest escaped."""
     return "^".join(escape(part) for part in value.split("^"))
@@ -211,8 +205,8 @@ def _pv1(header: DocumentHeader, encounter: _Encounter) -> str:
         {
             2: _PATIENT_CLASS.get(header.encounter_code or "", "O"),
             19: visit,
-            44: _ts(encounter.start) if encounter.start else "",
-            45: _ts(encounter.end) if encounter.end else "",
+            44: hl7_ts(encounter.start) if encounter.start else "",
+            45: hl7_ts(encounter.end) if encounter.end else "",
         },
     )
 
@@ -355,7 +349,7 @@ def build_oru(
                 _components(escape(context.laboratory_finess), escape(context.laboratory_oid), "ISO"),
                 _hd(receiving_application),
                 _hd(receiving_facility),
-                _ts(sent_at),
+                hl7_ts(sent_at),
                 "",
                 MESSAGE_TYPE,
                 escape(job.control_id),
@@ -377,7 +371,7 @@ def build_oru(
             {
                 3: _patient_ids(header),
                 5: _patient_names(header),
-                7: _ts(header.birth_date) if header.birth_date else "",
+                7: hl7_ts(header.birth_date) if header.birth_date else "",
                 8: header.sex if header.sex in ("M", "F") else "U",
                 # The CI-SIS INS annex: an INS is only sent for a qualified identity ("VALI").
                 32: "VALI" if header.ins is not None else "",

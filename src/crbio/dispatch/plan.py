@@ -28,6 +28,7 @@ from typing import Any
 
 from crbio.dispatch.config import DispatchConfig, RoutingRules
 from crbio.dispatch.delivery import Action, Channel, Delivery, Recipient, RecipientKind
+from crbio.dispatch.hl7v2 import FLAG_ORDER
 from crbio.model import Confidentiality, Report
 
 __all__ = [
@@ -40,19 +41,6 @@ __all__ = [
 ]
 
 PATIENT_MSSANTE_DOMAIN = "patient.mssante.fr"
-
-_FLAG_ORDER = (
-    "MASQUE_PS",
-    "INVISIBLE_PATIENT",
-    "INVISIBLE_REP_LEGAUX",
-    "CONNEXION_SECRETE",
-    "MODIF_CONF_CODE",
-    "DESTDMP",
-    "DESTMSSANTEPS",
-    "DESTMSSANTEPAT",
-    "ACK_RECEPTION",
-    "ACK_LECTURE_MSS",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,7 +211,7 @@ class _Rules:
             "ACK_RECEPTION": self.rules.request_dsn,
             "ACK_LECTURE_MSS": self.rules.request_mdn,
         }
-        return {code: "Y" if values[code] else "N" for code in _FLAG_ORDER}
+        return {code: "Y" if values[code] else "N" for code in FLAG_ORDER}
 
 
 def _professionals(report: Report) -> Iterable[Recipient]:

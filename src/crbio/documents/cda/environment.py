@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import date, datetime
 from decimal import Decimal
 from functools import cache
 from typing import Any
@@ -17,12 +16,13 @@ import jinja2
 from markupsafe import Markup, escape
 
 from crbio import __version__
+from crbio._hl7 import hl7_ts
 from crbio._resources import data_path
 from crbio.identifiers import INS_OIDS, NATIONAL_PS_OID, finess_identifier, rpps_identifier
 from crbio.model import CodedValue, IntervalValue, Observation, Quantity, RatioValue, TextValue
 from crbio.model.common import format_date, format_datetime
 
-__all__ = ["derived_oid", "derived_uuid", "environment", "hl7_ts"]
+__all__ = ["derived_oid", "derived_uuid", "environment"]
 
 # Namespace of the UUIDs crbio derives from document ids (section ids, specimen ids…),
 # so that the same input always yields the same document.
@@ -37,15 +37,6 @@ def derived_uuid(*parts: str) -> str:
 def derived_oid(base: str, purpose: str) -> str:
     """An OID under the UUID arc ``2.25``, derived from another OID and a purpose (``n1``…)."""
     return f"2.25.{uuid.uuid5(_NAMESPACE, f'{base}/{purpose}').int}"
-
-
-def hl7_ts(value: datetime | date | None) -> str:
-    """HL7 TS: ``YYYYMMDDHHMMSS+ZZZZ`` for a date-time (with its offset), ``YYYYMMDD`` for a date."""
-    if value is None:
-        return ""
-    if isinstance(value, datetime):
-        return value.strftime("%Y%m%d%H%M%S%z")
-    return value.strftime("%Y%m%d")
 
 
 def hl7_number(value: Decimal) -> str:
