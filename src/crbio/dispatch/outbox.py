@@ -334,39 +334,44 @@ class Outbox:
         """Lease up to ``limit`` due deliveries to ``worker`` (expired leases included, in doubt)."""
         now = self._clock()
         with self._transaction() as db:
-            rows = db.execute(
-                """UPDATE deliveries
-                   SET state = 'sending', lease_owner = ?, attempts = attempts + 1, due = ?,
-                       sent_at = COALESCE(sent_at, ?)
-                   WHERE id IN (SELECT d.id FROM deliveries d
-                                WHERE d.state IN ('queued', 'retrying', 'sending') AND d.due <= ?
-                                AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.key = d.after_key
-                                                AND p.state IN ('queued', 'retrying', 'sending'))
-                                ORDER BY d.due, d.id LIMIT ?)
-                   RETURNING id, delivery, sender, attempts""",
-                (worker, now + self.lease_seconds, _iso(now), now, limit),
+            # Under the write lock: nobody else can claim these rows between the two statements.
+            due = db.execute(
+                """SELECT d.id, d.state FROM deliveries d
+                   WHERE d.state IN ('queued', 'retrying', 'sending') AND d.due <= ?
+                   AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.key = d.after_key
+                                   AND p.state IN ('queued', 'retrying', 'sending'))
+                   ORDER BY d.due, d.id LIMIT ?""",
+                (now, limit),
             ).fetchall()
+            if not due:
+                return []
+            # A row still "sending" is an earlier attempt that never reported back: in doubt.
+            in_doubt = {row["id"] for row in due if row["state"] == "sending"}
+            marks = ",".join("?" * len(due))
+            rows = db.execute(
+                f"""UPDATE deliveries
+                    SET state = 'sending', lease_owner = ?, attempts = attempts + 1, due = ?,
+                        sent_at = COALESCE(sent_at, ?)
+                    WHERE id IN ({marks})
+                    RETURNING id, delivery, sender, attempts""",
+                (worker, now + self.lease_seconds, _iso(now), *(row["id"] for row in due)),
+            ).fetchall()
+            order = {row["id"]: n for n, row in enumerate(due)}  # RETURNING's order is unspecified
             claims = []
-            for row in rows:
-                # An in-doubt claim is one whose earlier attempt never reported back: its
-                # event trail still ends in "sending".
-                last = db.execute(
-                    "SELECT event FROM events WHERE delivery_id = ? ORDER BY id DESC LIMIT 1", (row["id"],)
-                ).fetchone()
-                in_doubt = last is not None and last["event"] == "sending"
+            for row in sorted(rows, key=lambda r: order[r["id"]]):
+                doubt = row["id"] in in_doubt
                 self._event(
-                    row["id"], "sending", row["attempts"], worker, {"in_doubt": True} if in_doubt else None
+                    row["id"], "sending", row["attempts"], worker, {"in_doubt": True} if doubt else None
                 )
-                claims.append(
-                    Claim(
-                        row["id"],
-                        Delivery.from_json(row["delivery"]),
-                        row["sender"],
-                        row["attempts"],
-                        in_doubt,
-                        worker,
-                    )
+                claim = Claim(
+                    row["id"],
+                    Delivery.from_json(row["delivery"]),
+                    row["sender"],
+                    row["attempts"],
+                    doubt,
+                    worker,
                 )
+                claims.append(claim)
         return claims
 
     def acknowledge(self, claim: Claim, ack: Acknowledgement, *, recovered: bool = False) -> bool:
