@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from functools import cached_property
+from functools import lru_cache
 from typing import Any
 
 from crbio.dispatch.header import DocumentHeader, read_header
@@ -136,6 +136,13 @@ class Delivery:
         )
 
 
+@lru_cache(maxsize=16)
+def _header(n3: bytes, label: str) -> DocumentHeader:
+    # A worker hands the same bytes object to every delivery of a document; bytes cache
+    # their hash, so the lookup costs nothing next to parsing the CDA again.
+    return read_header(n3, label=label)
+
+
 def key_oid(key: str) -> str:
     """An OID under 2.25 derived from an idempotency key: stable across retries."""
     return f"2.25.{int(key[:32], 16)}"
@@ -184,10 +191,10 @@ class Job:
         """An OID that stays the same on every retry (XDS SubmissionSet uniqueId)."""
         return key_oid(self.delivery.key)
 
-    @cached_property
+    @property
     def header(self) -> DocumentHeader:
-        """The header of the N3 document, read once."""
-        return read_header(self.n3, label=self.delivery.document_id)
+        """The header of the N3 document, read once per document (not once per delivery)."""
+        return _header(self.n3, self.delivery.document_id)
 
 
 @dataclass(frozen=True, slots=True)

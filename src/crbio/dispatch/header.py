@@ -22,6 +22,7 @@ __all__ = ["DocumentHeader", "HeaderCode", "HeaderPerson", "read_header"]
 
 _NS = {"hl7": "urn:hl7-org:v3"}
 _FINESS_OID = "1.2.250.1.71.4.2.2"
+_ENCOUNTER = "hl7:componentOf/hl7:encompassingEncounter"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +81,9 @@ class DocumentHeader:
     practice_setting: HeaderCode | None
     facility_type: HeaderCode | None
     encounter_code: str | None  # HL7 ActCode of the encounter (AMB, IMP, EMER…)
+    encounter_id: tuple[str, str] | None  # (root, extension) of the visit number
+    encounter_start: datetime | None
+    encounter_end: datetime | None
     self_presenting: bool  # carries an xml-stylesheet processing instruction
 
     @property
@@ -211,9 +215,14 @@ def read_header(cda: bytes, *, label: str = "document") -> DocumentHeader:
         service_start=r.time("hl7:documentationOf/hl7:serviceEvent/hl7:effectiveTime/hl7:low"),
         service_stop=r.time("hl7:documentationOf/hl7:serviceEvent/hl7:effectiveTime/hl7:high"),
         practice_setting=r.code(".//hl7:representedOrganization/hl7:standardIndustryClassCode"),
-        facility_type=r.code(
-            "hl7:componentOf/hl7:encompassingEncounter/hl7:location/hl7:healthCareFacility/hl7:code"
+        facility_type=r.code(f"{_ENCOUNTER}/hl7:location/hl7:healthCareFacility/hl7:code"),
+        encounter_code=_attr(r.first(f"{_ENCOUNTER}/hl7:code"), "code"),
+        encounter_id=(
+            (visit.get("root", ""), visit.get("extension", ""))
+            if (visit := r.first(f"{_ENCOUNTER}/hl7:id[@root and @extension]")) is not None
+            else None
         ),
-        encounter_code=_attr(r.first("hl7:componentOf/hl7:encompassingEncounter/hl7:code"), "code"),
+        encounter_start=r.time(f"{_ENCOUNTER}/hl7:effectiveTime/hl7:low"),
+        encounter_end=r.time(f"{_ENCOUNTER}/hl7:effectiveTime/hl7:high"),
         self_presenting=bool(tree.xpath("/processing-instruction('xml-stylesheet')")),
     )

@@ -18,13 +18,12 @@ import base64
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any, Final
 
 import hl7
 
-from crbio._hl7 import hl7_ts, parse_hl7_time
-from crbio._xml import parse_xml
+from crbio._hl7 import hl7_ts
 from crbio.dispatch.delivery import Action, Job
 from crbio.dispatch.header import DocumentHeader, HeaderPerson
 from crbio.dispatch.senders.base import SenderContext
@@ -169,44 +168,18 @@ def _patient_names(header: DocumentHeader) -> str:
     return "~".join(names)
 
 
-@dataclass(frozen=True, slots=True)
-class _Encounter:
-    visit_id: tuple[str, str] | None  # (root, extension)
-    start: datetime | date | None
-    end: datetime | date | None
-
-
-def _encounter(cda: bytes, label: str) -> _Encounter:
-    """The encounter facts the header does not carry (visit number, admission and discharge)."""
-    root = parse_xml(cda, label=label).getroot()
-    found = root.xpath("hl7:componentOf/hl7:encompassingEncounter", namespaces=_NS)
-    if not found:
-        return _Encounter(None, None, None)
-    encounter = found[0]
-    ident = encounter.xpath("hl7:id[@root and @extension]", namespaces=_NS)
-    times = [
-        encounter.xpath(f"hl7:effectiveTime/hl7:{bound}/@value", namespaces=_NS) for bound in ("low", "high")
-    ]
-    start, end = (parse_hl7_time(str(t[0])) if t else None for t in times)
-    return _Encounter(
-        (ident[0].get("root"), ident[0].get("extension")) if ident else None,
-        start,
-        end,
-    )
-
-
-def _pv1(header: DocumentHeader, encounter: _Encounter) -> str:
+def _pv1(header: DocumentHeader) -> str:
     visit = ""
-    if encounter.visit_id is not None:
-        root, extension = encounter.visit_id
+    if header.encounter_id is not None:
+        root, extension = header.encounter_id
         visit = _components(escape(extension), "", "", _authority("", root), "VN")
     return _segment(
         "PV1",
         {
             2: _PATIENT_CLASS.get(header.encounter_code or "", "O"),
             19: visit,
-            44: hl7_ts(encounter.start) if encounter.start else "",
-            45: hl7_ts(encounter.end) if encounter.end else "",
+            44: hl7_ts(header.encounter_start) if header.encounter_start else "",
+            45: hl7_ts(header.encounter_end) if header.encounter_end else "",
         },
     )
 
@@ -340,7 +313,6 @@ def build_oru(
         escape(code.display if code else _DOCUMENT_CODE[1]),
         "LN",
     )
-    encounter = _encounter(job.n3, delivery.document_id)
     segments = [
         "MSH|^~\\&|"
         + "|".join(
@@ -377,7 +349,7 @@ def build_oru(
                 32: "VALI" if header.ins is not None else "",
             },
         ),
-        _pv1(header, encounter),
+        _pv1(header),
         _segment("ORC", {1: order_control}),
         _segment("OBR", {1: "1", 4: document_code}),
         _segment(
