@@ -228,12 +228,30 @@ def message_id(job: Job, sender_address: str) -> str:
     return f"{job.message_id}@{_domain(sender_address)}"
 
 
-def _previous_message_id(job: Job) -> str | None:
-    previous = job.previous or {}
-    value = previous.get("message_id")
-    if not isinstance(value, str) or not value or not _HEADER_VALUE.fullmatch(value) or "@" not in value:
+def previous_message_id(job: Job) -> str | None:
+    """The Message-ID of the earlier message a replacement or deletion follows, if the journal has it."""
+    value = (job.previous or {}).get("message_id")
+    if not isinstance(value, str) or "@" not in value or not _HEADER_VALUE.fullmatch(value):
         return None
-    return value.strip("<>")
+    return value.strip("<>") or None
+
+
+def mss_headers(job: Job, context: SenderContext) -> dict[str, str]:
+    """The ``X-MSS-*`` headers of a message: the plan's, with the sending software's ``X-MSS-NIL``.
+
+    The NIL is the software's at sending time (ECO.2.4.3: on every message), so a delivery
+    planned before it was configured still carries it.
+
+    Raises:
+        ValueError: a header of the plan is not a valid ``X-MSS-*`` header.
+    """
+    result = {str(k): str(v) for k, v in _headers(job).items()}
+    if context.nil and "X-MSS-NIL" not in result:
+        result["X-MSS-NIL"] = context.nil
+    for name, value in result.items():
+        if not _HEADER_NAME.fullmatch(name) or not _HEADER_VALUE.fullmatch(value):
+            raise ValueError(f"the plan's mail header {name[:40]!r} is not a valid X-MSS header")
+    return result
 
 
 def compose(
@@ -261,21 +279,16 @@ def compose(
     message["Subject"] = subject(header)
     message["Date"] = format_datetime(when)
     message["Message-ID"] = f"<{message_id(job, sender_address)}>"
-    previous = _previous_message_id(job)
+    previous = previous_message_id(job)
     if previous is not None and job.delivery.action is not Action.SUBMIT:
         message["In-Reply-To"] = f"<{previous}>"
         message["References"] = f"<{previous}>"
-    headers = dict(_headers(job))
-    if context.nil and "X-MSS-NIL" not in headers:
-        headers["X-MSS-NIL"] = context.nil
+    try:
+        headers = mss_headers(job, context)
+    except ValueError as error:
+        raise PermanentSendError(f"delivery {key}: {error}", reason="invalid X-MSS header") from None
     for name in sorted(headers):
-        value = str(headers[name])
-        if not _HEADER_NAME.fullmatch(name) or not _HEADER_VALUE.fullmatch(value):
-            raise PermanentSendError(
-                f"delivery {key}: the plan's mail header {name[:40]!r} is not a valid X-MSS header",
-                reason="invalid X-MSS header",
-            )
-        message[name] = value
+        message[name] = headers[name]
     if job.delivery.metadata.get("request_mdn"):
         message["Disposition-Notification-To"] = sender_address
     # Quoted-printable keeps the message 7-bit: no 8BITMIME needed on the way.

@@ -85,7 +85,14 @@ import httpx
 from crbio import __version__
 from crbio.dispatch.delivery import Acknowledgement, Action, Channel, Job, RecipientKind
 from crbio.dispatch.header import DocumentHeader
-from crbio.dispatch.mssante import body_text, message_id, pdf_file_name, subject
+from crbio.dispatch.mssante import (
+    body_text,
+    message_id,
+    mss_headers,
+    pdf_file_name,
+    previous_message_id,
+    subject,
+)
 from crbio.dispatch.redaction import redact
 from crbio.dispatch.senders.base import Sender, SenderContext
 from crbio.dispatch.tls import read_secret, tls_context
@@ -128,8 +135,6 @@ _CONFIDENTIALITY_SYSTEM: Final = "http://terminology.hl7.org/CodeSystem/v3-Confi
 _MASKING_SYSTEM: Final = "urn:oid:1.2.250.1.213.1.1.4.13"  # TRE_A07-StatutVisibiliteDocument
 _IDENTIFIER_TYPE_SYSTEM: Final = "http://terminology.hl7.org/CodeSystem/v2-0203"
 _GENDERS: Final = {"M": "male", "F": "female"}
-_HEADER_NAME: Final = re.compile(r"X-MSS-[A-Za-z0-9-]+")
-_HEADER_VALUE: Final = re.compile(r"[\x20-\x7e]*")
 _DEFAULT_LIFETIME: Final = 300.0  # when a token answer has no expires_in
 _MAX_RETRY_AFTER: Final = 24 * 3600.0
 # TLS alerts that are about certificates (ours or the server's): fixing them takes a person.
@@ -288,25 +293,6 @@ def _document(job: Job, *, data: bytes, content_type: str, title: str) -> dict[s
     return {"name": "payload", "part": [{"name": "document", "resource": reference}]}
 
 
-def _mss_headers(job: Job, context: SenderContext) -> dict[str, str]:
-    headers = job.delivery.metadata.get("headers") or {}
-    result = {str(k): str(v) for k, v in headers.items()} if isinstance(headers, Mapping) else {}
-    if context.nil and "X-MSS-NIL" not in result:
-        result["X-MSS-NIL"] = context.nil
-    for name, value in result.items():
-        if not _HEADER_NAME.fullmatch(name) or not _HEADER_VALUE.fullmatch(value):
-            raise ValueError(f"the plan's mail header {name[:40]!r} is not a valid X-MSS header")
-    return result
-
-
-def _previous_message_id(job: Job) -> str | None:
-    # The earlier message of a replacement or deletion, as its acknowledgement recorded it.
-    value = (job.previous or {}).get("message_id")
-    if not isinstance(value, str) or "@" not in value or not _HEADER_VALUE.fullmatch(value):
-        return None
-    return value.strip("<>") or None
-
-
 def build_request(
     job: Job, context: SenderContext, *, sender_address: str, submission_time: datetime
 ) -> dict[str, Any]:
@@ -341,14 +327,14 @@ def build_request(
         {"name": "message-id", "valueString": message_id(job, sender_address)},
         {"name": "action", "valueCode": job.delivery.action.value},
     ]
-    previous = _previous_message_id(job)
+    previous = previous_message_id(job)
     if previous is not None and job.delivery.action is not Action.SUBMIT:
         parameters.append({"name": "in-reply-to", "valueString": previous})
     parameters += [
         {"name": "mail-subject", "valueString": subject(header)},
         {"name": "mail-body", "valueString": body_text(job)},
     ]
-    for name, value in sorted(_mss_headers(job, context).items()):
+    for name, value in sorted(mss_headers(job, context).items()):
         parameters.append(
             {
                 "name": "mss-header",
