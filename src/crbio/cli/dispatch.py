@@ -145,7 +145,7 @@ def _print_plan(name: str, plan: Plan) -> None:
         print(f"  → {d.channel.value:8} {d.action.value:8} {d.recipient.kind.value:12} {who}{extra}")
     for s in plan.suppressed:
         who = ""
-        if s.recipient is not None and s.recipient.kind.value != "dmp":
+        if s.recipient.kind.value != "dmp":
             who = f" {s.recipient.kind.value:12} {s.recipient.label or s.recipient.address}".rstrip()
         print(f"  ✗ {s.channel.value:8}{who}: {s.explanation} [{s.reason}]")
 

@@ -8,13 +8,12 @@ workers make the deliveries, so a crash between queuing and sending loses nothin
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from crbio.dispatch.config import DispatchConfig
-from crbio.dispatch.delivery import Action, Delivery
+from crbio.dispatch.delivery import Action, Channel, Delivery
 from crbio.dispatch.outbox import Outbox
 from crbio.dispatch.plan import Plan, plan_deletion, plan_dispatch
 from crbio.dispatch.worker import Worker, WorkerStats
@@ -22,6 +21,8 @@ from crbio.documents.build import Documents
 from crbio.errors import DispatchError
 
 __all__ = ["DispatchResult", "delete", "deliver", "dispatch"]
+
+_SETTLED = frozenset({"acknowledged", "dead"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +39,7 @@ class DispatchResult:
         return tuple(d.key for d in self.plan.deliveries)
 
 
-def _senders(config: DispatchConfig) -> dict:  # type: ignore[type-arg]
+def _senders(config: DispatchConfig) -> dict[Channel, str]:
     return {channel: dest.sender for channel, dest in config.destinations.items()}
 
 
@@ -134,16 +135,13 @@ def deliver(
     with Worker(config) as worker:
         while time.monotonic() < deadline:
             processed = worker.run_once()
-            if wanted:
-                states = worker.outbox.states(wanted)
-                if all(s in {"acknowledged", "dead"} for s in states.values()):
-                    break
-                if not processed:
-                    due = worker.outbox.next_due()
-                    if due is None or due > time.time() + max(0.0, deadline - time.monotonic()):
-                        break
-                    threading.Event().wait(min(0.2, max(0.0, due - time.time())))
-            elif not processed:
+            if wanted and all(state in _SETTLED for state in worker.outbox.states(wanted).values()):
                 break
+            if processed:
+                continue
+            due = worker.outbox.next_due()
+            if not wanted or due is None or due - time.time() > deadline - time.monotonic():
+                break  # nothing more to do now, or the next retry is past the time limit
+            time.sleep(min(0.2, max(0.02, due - time.time())))
         states = worker.outbox.states(wanted) if wanted else {}
         return states, worker.stats

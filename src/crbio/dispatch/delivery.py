@@ -67,6 +67,20 @@ class Recipient:
     identifier: str | None = None
     label: str | None = None  # a display name for professionals; never the patient's name
 
+    def to_dict(self) -> dict[str, Any]:
+        """The recipient as JSON-serialisable data."""
+        return {
+            "kind": self.kind.value,
+            "address": self.address,
+            "identifier": self.identifier,
+            "label": self.label,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Recipient:
+        """A recipient read back from :meth:`to_dict`."""
+        return cls(RecipientKind(data["kind"]), data["address"], data.get("identifier"), data.get("label"))
+
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
@@ -99,36 +113,30 @@ class Delivery:
         parts = (self.document_id, str(self.version), self.channel, self.recipient.address, self.action)
         return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
+    def to_dict(self) -> dict[str, Any]:
+        """The delivery as JSON-serialisable data."""
+        return {
+            "channel": self.channel.value,
+            "action": self.action.value,
+            "recipient": self.recipient.to_dict(),
+            "document_id": self.document_id,
+            "version": self.version,
+            "replaces": self.replaces,
+            "metadata": dict(self.metadata),
+        }
+
     def to_json(self) -> str:
         """The delivery as JSON, for the outbox."""
-        return json.dumps(
-            {
-                "channel": self.channel.value,
-                "action": self.action.value,
-                "recipient": {
-                    "kind": self.recipient.kind.value,
-                    "address": self.recipient.address,
-                    "identifier": self.recipient.identifier,
-                    "label": self.recipient.label,
-                },
-                "document_id": self.document_id,
-                "version": self.version,
-                "replaces": self.replaces,
-                "metadata": dict(self.metadata),
-            },
-            ensure_ascii=False,
-            sort_keys=True,
-        )
+        return json.dumps(self.to_dict(), ensure_ascii=False, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> Delivery:
         """A delivery read back from :meth:`to_json`."""
         data = json.loads(text)
-        r = data["recipient"]
         return cls(
             channel=Channel(data["channel"]),
             action=Action(data["action"]),
-            recipient=Recipient(RecipientKind(r["kind"]), r["address"], r.get("identifier"), r.get("label")),
+            recipient=Recipient.from_dict(data["recipient"]),
             document_id=data["document_id"],
             version=data["version"],
             replaces=data.get("replaces"),

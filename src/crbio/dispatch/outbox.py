@@ -306,7 +306,7 @@ class Outbox:
                         plan.document_id,
                         plan.version,
                         s.channel.value,
-                        s.recipient.address if s.recipient else "",
+                        s.recipient.address,
                         s.reason,
                         s.explanation,
                         _iso(now),

@@ -49,13 +49,13 @@ class Suppressed:
 
     Attributes:
         channel: The channel not used.
-        recipient: Who would have received it (None for a whole channel).
+        recipient: Who would have received it.
         reason: A stable code (``ins.not-qualified``, ``opposition.dmp``…).
         explanation: One sentence for humans; no patient data.
     """
 
     channel: Channel
-    recipient: Recipient | None
+    recipient: Recipient
     reason: str
     explanation: str
 
@@ -76,36 +76,17 @@ class Plan:
             "document_id": self.document_id,
             "version": self.version,
             "action": self.action.value,
-            "deliveries": [
-                {
-                    "channel": d.channel.value,
-                    "action": d.action.value,
-                    "recipient": _recipient_dict(d.recipient),
-                    "replaces": d.replaces,
-                    "metadata": dict(d.metadata),
-                    "key": d.key,
-                }
-                for d in self.deliveries
-            ],
+            "deliveries": [{**d.to_dict(), "key": d.key} for d in self.deliveries],
             "suppressed": [
                 {
                     "channel": s.channel.value,
-                    "recipient": _recipient_dict(s.recipient) if s.recipient else None,
+                    "recipient": s.recipient.to_dict(),
                     "reason": s.reason,
                     "explanation": s.explanation,
                 }
                 for s in self.suppressed
             ],
         }
-
-
-def _recipient_dict(recipient: Recipient) -> dict[str, Any]:
-    return {
-        "kind": recipient.kind.value,
-        "address": recipient.address,
-        "identifier": recipient.identifier,
-        "label": recipient.label,
-    }
 
 
 def patient_address(matricule: str) -> str:
@@ -254,7 +235,7 @@ def plan_dispatch(
             )
         )
 
-    def refuse(channel: Channel, recipient: Recipient | None, refusals: list[tuple[str, str]]) -> None:
+    def refuse(channel: Channel, recipient: Recipient, refusals: list[tuple[str, str]]) -> None:
         suppressed.extend(Suppressed(channel, recipient, code, text) for code, text in refusals)
 
     dmp_recipient = Recipient(RecipientKind.DMP, "dmp")
@@ -309,15 +290,8 @@ def plan_dispatch(
 
     hl7 = config.destination(Channel.HL7V2)
     if hl7 is not None:
-        recipients = [
-            {"kind": r.kind.value, "address": r.address, "identifier": r.identifier, "label": r.label}
-            for r in ps_recipients
-        ]
         patient_ok = not rules.patient_refusals
-        if patient_ok:
-            recipients.append(
-                {"kind": "patient", "address": patient_recipient.address, "identifier": None, "label": None}
-            )
+        recipients = [r.to_dict() for r in (*ps_recipients, *([patient_recipient] if patient_ok else []))]
         deliver(
             Channel.HL7V2,
             Recipient(RecipientKind.SYSTEM, hl7.address),
