@@ -11,6 +11,7 @@ from typing import Any
 
 import hl7
 import pytest
+from hl7_fixtures import FLAGS, RECIPIENTS
 
 from crbio.dispatch.delivery import Action, Channel, Delivery, Job, Recipient, RecipientKind
 from crbio.dispatch.hl7v2 import FLAG_ORDER, build_oru, escape, parse_ack, read_ack
@@ -25,27 +26,6 @@ CONTEXT = SenderContext(
     software_version="1.0",
 )
 SENT_AT = datetime(2024, 1, 4, 18, 30, 5, tzinfo=UTC)
-FLAGS = {
-    "MASQUE_PS": "N",
-    "INVISIBLE_PATIENT": "N",
-    "INVISIBLE_REP_LEGAUX": "N",
-    "CONNEXION_SECRETE": "N",
-    "MODIF_CONF_CODE": "N",
-    "DESTDMP": "Y",
-    "DESTMSSANTEPS": "Y",
-    "DESTMSSANTEPAT": "Y",
-    "ACK_RECEPTION": "Y",
-    "ACK_LECTURE_MSS": "N",
-}
-RECIPIENTS = [
-    {
-        "kind": "professional",
-        "address": "jean.martin@test.mssante.fr",
-        "identifier": "10100023455",
-        "label": "DR Jean MARTIN",
-    },
-    {"kind": "patient", "address": "279035121518989@patient.mssante.fr", "identifier": None, "label": None},
-]
 DOCUMENT_CODE = "11502-2^CR d'examens biologiques^LN"
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import hl7
 import pytest
+from hl7_fixtures import FLAGS, RECIPIENTS
 
 from crbio.dispatch.delivery import Action, Channel, Delivery, Job, Recipient, RecipientKind
 from crbio.dispatch.hl7v2 import build_oru, parse_ack
@@ -24,32 +25,11 @@ from crbio.dispatch.senders.mllp import MllpSender, frame, read_frame
 from crbio.errors import ConfigurationError, PermanentSendError, TransientSendError
 from crbio.simulators.base import Fault, FaultPlan
 from crbio.simulators.mllp import MllpSimulator
-from crbio.simulators.pki import TestPki as Pki  # aliased: pytest would try to collect Test*
+from crbio.simulators.pki import TestPki as Pki
 from crbio.simulators.pki import make_test_pki
 
 OUTPUT = Path(__file__).resolve().parents[2] / "samples" / "output"
 CONTEXT = SenderContext("920000015", "Laboratoire des Charmes", "1.2.250.1.999.1", software_version="1.0")
-FLAGS = {
-    "MASQUE_PS": "N",
-    "INVISIBLE_PATIENT": "N",
-    "INVISIBLE_REP_LEGAUX": "N",
-    "CONNEXION_SECRETE": "N",
-    "MODIF_CONF_CODE": "N",
-    "DESTDMP": "Y",
-    "DESTMSSANTEPS": "Y",
-    "DESTMSSANTEPAT": "Y",
-    "ACK_RECEPTION": "Y",
-    "ACK_LECTURE_MSS": "N",
-}
-RECIPIENTS = [
-    {
-        "kind": "professional",
-        "address": "jean.martin@test.mssante.fr",
-        "identifier": "10100023455",
-        "label": None,
-    },
-    {"kind": "patient", "address": "279035121518989@patient.mssante.fr", "identifier": None, "label": None},
-]
 
 
 def make_job(
