@@ -436,6 +436,27 @@ def _document_entry(
     w.external_id(entry, _Scheme.DE_UNIQUE_ID, facts.entry_id, facts.unique_id, "XDSDocumentEntry.uniqueId")
 
 
+def _report_facts(
+    job: Job, entry_id: str, patient_id: str, *, extra_slots: Sequence[tuple[str, str]] = ()
+) -> _DocumentFacts:
+    """The DocumentEntry facts of the job's CR-BIO N3, the same for the DMP and for XDM."""
+    header = job.header
+    return _DocumentFacts(
+        entry_id=entry_id,
+        unique_id=header.document_id,
+        patient_id=patient_id,
+        mime_type="text/xml",
+        title=header.title,
+        class_code=CLASS_CODE_REPORT,
+        type_code=_type_code(header),
+        format_code=FORMAT_CODE_N3,
+        confidentiality=confidentiality_codes(job),
+        language=header.language,
+        content=job.n3,
+        extra_slots=extra_slots,
+    )
+
+
 def _submission_set(
     w: _Writer,
     parent: etree._Element,
@@ -524,19 +545,7 @@ def dmp_submission(
         w,
         objects,
         header,
-        _DocumentFacts(
-            entry_id=ids.document,
-            unique_id=header.document_id,
-            patient_id=patient_id,
-            mime_type="text/xml",
-            title=header.title,
-            class_code=CLASS_CODE_REPORT,
-            type_code=_type_code(header),
-            format_code=FORMAT_CODE_N3,
-            confidentiality=confidentiality_codes(job),
-            language=header.language,
-            content=job.n3,
-        ),
+        _report_facts(job, ids.document, patient_id),
     )
     _document_entry(
         w,
@@ -668,20 +677,7 @@ def xdm_metadata(job: Job, context: SenderContext, *, document_uri: str, submiss
         w,
         objects,
         header,
-        _DocumentFacts(
-            entry_id=ids.document,
-            unique_id=header.document_id,
-            patient_id=patient_id,
-            mime_type="text/xml",
-            title=header.title,
-            class_code=CLASS_CODE_REPORT,
-            type_code=_type_code(header),
-            format_code=FORMAT_CODE_N3,
-            confidentiality=confidentiality_codes(job),
-            language=header.language,
-            content=job.n3,
-            extra_slots=extra,
-        ),
+        _report_facts(job, ids.document, patient_id, extra_slots=extra),
     )
     w.association(
         objects, _HAS_MEMBER, ids.submission_set, ids.document, [("SubmissionSetStatus", "Original")]
