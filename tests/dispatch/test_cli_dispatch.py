@@ -123,3 +123,15 @@ def test_unknown_sender_is_a_configuration_error(capsys: pytest.CaptureFixture[s
     status, out, _ = run(capsys, "journal", "--config", config, "--format", "json")
     hl7 = [r for r in json.loads(out) if r["channel"] == "hl7v2"]
     assert hl7 and "unknown sender 'carrier-pigeon'" in hl7[0]["last_error"]
+
+
+def test_simulate_without_the_simulate_extra_says_what_to_install(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    monkeypatch.delitem(sys.modules, "crbio.simulators.smtp", raising=False)
+    monkeypatch.setitem(sys.modules, "aiosmtpd", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "aiosmtpd.controller", None)
+    status, _, err = run(capsys, "simulate", "--dir", tmp_path / "sim")
+    assert status == 3 and "pip install 'crbio[simulate]'" in err

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import TracebackType
 
 from crbio.dispatch.config import DispatchConfig
+from crbio.errors import ConfigurationError
 from crbio.simulators.base import Fault, FaultPlan
 from crbio.simulators.pki import make_test_pki
 
@@ -49,9 +50,14 @@ class Simulation:
         known_patients: set[str] | None = None,
         retry_delay: float = 1.0,
     ) -> None:
+        try:
+            from crbio.simulators.smtp import SmtpSimulator
+        except ImportError:
+            raise ConfigurationError(
+                "the simulators need the 'simulate' extra: pip install 'crbio[simulate]'", code="config.extra"
+            ) from None
         from crbio.simulators.mllp import MllpSimulator
         from crbio.simulators.operator_api import OperatorApiSimulator
-        from crbio.simulators.smtp import SmtpSimulator
         from crbio.simulators.xds import XdsSimulator
 
         self.directory = Path(directory).resolve()
