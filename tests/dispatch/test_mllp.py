@@ -58,6 +58,16 @@ def simulator(tmp_path: Path) -> Iterator[MllpSimulator]:
         yield sim
 
 
+_senders: list[MllpSender] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_senders() -> Iterator[None]:
+    yield  # senders keep their connection for the next message: close them after each test
+    while _senders:
+        _senders.pop().close()
+
+
 def sender_for(host: str, port: int, **settings: Any) -> MllpSender:
     section = {
         "name": "pfi-simulation",
@@ -68,7 +78,9 @@ def sender_for(host: str, port: int, **settings: Any) -> MllpSender:
         "receiving_facility": "CH-SIMULATION",
         **settings,
     }
-    return MllpSender.from_config(section, CONTEXT)
+    sender = MllpSender.from_config(section, CONTEXT)
+    _senders.append(sender)
+    return sender
 
 
 def tls_settings(pki: Pki, *, client: bool = True) -> dict[str, Any]:
@@ -89,11 +101,16 @@ def exchange(host: str, port: int, *messages: str) -> list[str]:
 
 
 class RawServer:
-    """A bare TCP listener answering each MLLP frame with ``respond(message)``; None: close, no reply."""
+    """A bare TCP listener answering each MLLP frame with ``respond(message)``; None: close, no reply.
 
-    def __init__(self, respond: Callable[[str], bytes | None]) -> None:
+    It closes each connection after ``per_connection`` messages.
+    """
+
+    def __init__(self, respond: Callable[[str], bytes | None], *, per_connection: int = 1) -> None:
         self.respond = respond
+        self.per_connection = per_connection
         self.received: list[str] = []
+        self.connections = 0
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._listener.settimeout(0.05)
         self._stop = threading.Event()
@@ -109,18 +126,20 @@ class RawServer:
                 connection, _ = self._listener.accept()
             except TimeoutError:
                 continue
+            self.connections += 1
             with connection:
                 connection.settimeout(5)
-                try:
-                    message = read_frame(connection).decode("utf-8")
-                except OSError:
-                    continue
-                self.received.append(message)
-                reply = self.respond(message)
-                if reply is not None:
+                for _ in range(self.per_connection):
+                    try:
+                        message = read_frame(connection).decode("utf-8")
+                    except (OSError, ValueError):
+                        break
+                    self.received.append(message)
+                    reply = self.respond(message)
+                    if reply is None:
+                        self._stop.wait(1.0)  # hold the connection open without answering
+                        break
                     connection.sendall(reply)
-                else:
-                    self._stop.wait(1.0)  # hold the connection open without answering
 
     def __enter__(self) -> RawServer:
         self._thread.start()
@@ -431,6 +450,32 @@ def test_unreadable_or_truncated_acks_are_transient(reply: bytes) -> None:
         sender_for("127.0.0.1", server.port).send(make_job())
 
 
+def test_messages_in_a_row_share_one_connection() -> None:
+    with RawServer(lambda message: ack("AA", control_id_of(message)), per_connection=10) as server:
+        sender = sender_for("127.0.0.1", server.port)
+        for sample in ("01-biochimie", "03-ecbu", "04-serologie"):
+            assert sender.send(make_job(sample)).detail["msa"] == "AA"
+        assert (len(server.received), server.connections) == (3, 1)
+
+
+def test_a_connection_the_server_closed_is_not_reused() -> None:
+    # This server closes each connection after one message, as some interface engines do.
+    with RawServer(lambda message: ack("AA", control_id_of(message))) as server:
+        sender = sender_for("127.0.0.1", server.port)
+        assert sender.send(make_job("01-biochimie")).detail["msa"] == "AA"
+        time.sleep(0.1)  # the server's FIN arrives
+        assert sender.send(make_job("03-ecbu")).detail["msa"] == "AA"
+        assert (len(server.received), server.connections) == (2, 2)
+
+
+def test_keep_alive_zero_opens_one_connection_per_message() -> None:
+    with RawServer(lambda message: ack("AA", control_id_of(message)), per_connection=10) as server:
+        sender = sender_for("127.0.0.1", server.port, keep_alive=0)
+        sender.send(make_job("01-biochimie"))
+        sender.send(make_job("03-ecbu"))
+        assert server.connections == 2
+
+
 def test_no_ack_before_the_timeout_is_transient() -> None:
     with RawServer(lambda message: None) as server:
         started = time.monotonic()
@@ -488,6 +533,7 @@ BASE: Mapping[str, Any] = {
         ({"port": 70000}, "destinations.hl7v2.port"),
         ({"tls": "yes"}, "destinations.hl7v2.tls"),
         ({"timeout": 0}, "destinations.hl7v2.timeout"),
+        ({"keep_alive": -1}, "destinations.hl7v2.keep_alive"),
         ({"processing_id": "X"}, "destinations.hl7v2.processing_id"),
         ({"receiving_facility": None}, "destinations.hl7v2.receiving_facility"),
         ({"ca_file": "ca.pem"}, "destinations.hl7v2.ca_file"),  # TLS settings without tls = true

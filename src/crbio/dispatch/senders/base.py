@@ -13,6 +13,9 @@ and naming it in the configuration (``[destinations.mssante] sender = "my-operat
 from __future__ import annotations
 
 import abc
+import select
+import socket
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -22,7 +25,14 @@ from typing import Any, ClassVar, Self
 from crbio.dispatch.delivery import Acknowledgement, Channel, Job
 from crbio.errors import ConfigurationError
 
-__all__ = ["ENTRY_POINT_GROUP", "Sender", "SenderContext", "available_senders", "load_sender"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Sender",
+    "SenderContext",
+    "available_senders",
+    "load_sender",
+    "peer_closed",
+]
 
 ENTRY_POINT_GROUP = "crbio.senders"
 
@@ -97,6 +107,25 @@ class Sender(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; the sender is not used afterwards."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def peer_closed(sock: socket.socket) -> bool:
+    """Whether the server closed (or broke) a connection kept idle between two deliveries.
+
+    Between exchanges a request/reply server has nothing to say, so a readable socket means
+    it sent its FIN, a TLS alert or garbage: a sender that reused it would lose the next
+    reply. Checking costs no round trip, unlike a NOOP.
+    """
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True
+    readable, _, _ = select.select([sock], [], [], 0)
+    return bool(readable)
 
 
 def available_senders() -> dict[str, str]:

@@ -2,9 +2,11 @@ r"""HL7 v2 over MLLP: the CR-BIO as an ``ORU^R01`` to a hospital PFI/DPI, answer
 
 MLLP (HL7 "Minimal Lower Layer Protocol") frames each message as ``\x0b`` message
 ``\x1c\x0d`` on a TCP stream; the receiver answers with an acknowledgement in the same
-framing. The sender opens one connection per message (optionally TLS with a client
-certificate), sends, waits for the ACK and closes: simple, and nothing to keep alive between
-jobs that may be minutes apart.
+framing. The sender keeps its connection (optionally TLS with a client certificate) open
+while messages follow each other, so a burst pays for one TLS handshake, and closes it after
+``keep_alive`` idle seconds, before interface engines drop it on their side. A connection the
+server closed meanwhile is noticed before it is reused; one that fails during an exchange is
+closed, since the stream may be out of step.
 
 How acknowledgements are read (HL7 v2.5 §2.9.2, original and enhanced modes; ERR-3 from HL7
 table 0357):
@@ -33,7 +35,7 @@ from typing import Any, Final, Self
 
 from crbio.dispatch.delivery import Acknowledgement, Channel, Job
 from crbio.dispatch.hl7v2 import PROCESSING_IDS, AckInfo, build_oru, read_ack
-from crbio.dispatch.senders.base import Sender, SenderContext
+from crbio.dispatch.senders.base import Sender, SenderContext, peer_closed
 from crbio.dispatch.tls import tls_context
 from crbio.errors import ConfigurationError, InputError, PermanentSendError, TransientSendError
 
@@ -54,6 +56,7 @@ _KNOWN_KEYS: Final = frozenset(
         "tls",
         "ca_file",
         "timeout",
+        "keep_alive",
         "receiving_application",
         "receiving_facility",
         "processing_id",
@@ -123,6 +126,8 @@ class MllpSender(Sender):
     - ``client_cert`` + ``client_key``, or ``client_pkcs12``, with ``client_password_file`` /
       ``client_password_env``: the client certificate (ORG AUTH_CLI) when the PFI asks for one.
     - ``timeout`` (seconds, default 30): for connecting, and for the whole wait for the ACK.
+    - ``keep_alive`` (seconds, default 30): how long an idle connection is kept for the next
+      message; 0 opens one connection per message.
     - ``receiving_application``, ``receiving_facility`` (required): ``MSH-5`` and ``MSH-6``, as
       HD values (``PFI`` or ``PFI^1.2.3^ISO``).
     - ``processing_id`` (default ``P``): ``MSH-11``, ``P`` production, ``T`` test, ``D`` debug.
@@ -141,6 +146,7 @@ class MllpSender(Sender):
         receiving_facility: str,
         processing_id: str = "P",
         timeout: float = 30.0,
+        keep_alive: float = 30.0,
         tls: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
@@ -150,7 +156,10 @@ class MllpSender(Sender):
         self.receiving_facility = receiving_facility
         self.processing_id = processing_id
         self.timeout = timeout
+        self.keep_alive = keep_alive
         self.tls = tls
+        self._sock: socket.socket | None = None
+        self._idle_since = 0.0
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any], context: SenderContext) -> Self:
@@ -179,6 +188,11 @@ class MllpSender(Sender):
             raise ConfigurationError(
                 f"{_WHERE}.timeout: must be a positive number of seconds", code="config.value"
             )
+        keep_alive = section.get("keep_alive", 30.0)
+        if isinstance(keep_alive, bool) or not isinstance(keep_alive, int | float) or keep_alive < 0:
+            raise ConfigurationError(
+                f"{_WHERE}.keep_alive: must be a number of seconds (0 or more)", code="config.value"
+            )
         processing_id = section.get("processing_id", "P")
         if processing_id not in PROCESSING_IDS:
             raise ConfigurationError(f"{_WHERE}.processing_id: must be P, T or D", code="config.value")
@@ -190,6 +204,7 @@ class MllpSender(Sender):
             receiving_facility=_text(section, "receiving_facility"),
             processing_id=str(processing_id),
             timeout=float(timeout),
+            keep_alive=float(keep_alive),
             tls=tls_context(section, context, where=_WHERE) if use_tls else None,
         )
 
@@ -282,16 +297,42 @@ class MllpSender(Sender):
             f"HL7 v2 {document} to {self.destination}: {reason}", reason=reason, detail=detail
         )
 
+    def close(self) -> None:
+        """Close the connection kept for the next message, if any."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def _connection(self, deadline: float) -> socket.socket:
+        if self._sock is not None and (
+            time.monotonic() - self._idle_since > self.keep_alive or peer_closed(self._sock)
+        ):
+            self.close()
+        if self._sock is None:
+            raw = socket.create_connection((self.host, self.port), timeout=self.timeout)
+            try:
+                self._sock = raw if self.tls is None else self.tls.wrap_socket(raw, server_hostname=self.host)
+            except BaseException:
+                raw.close()
+                raise
+        self._sock.settimeout(max(0.001, deadline - time.monotonic()))
+        return self._sock
+
     def _exchange(self, payload: bytes) -> bytes:
-        """One connection: send the framed message, read the framed reply, close."""
+        """Send the framed message and read the framed reply on the kept (or a new) connection."""
         deadline = time.monotonic() + self.timeout
-        with socket.create_connection((self.host, self.port), timeout=self.timeout) as raw:
-            if self.tls is None:
-                raw.sendall(frame(payload))
-                return read_frame(raw, deadline=deadline)
-            with self.tls.wrap_socket(raw, server_hostname=self.host) as sock:
-                sock.sendall(frame(payload))
-                return read_frame(sock, deadline=deadline)
+        try:
+            sock = self._connection(deadline)
+            sock.sendall(frame(payload))
+            reply = read_frame(sock, deadline=deadline)
+        except BaseException:
+            self.close()
+            raise
+        if self.keep_alive > 0:
+            self._idle_since = time.monotonic()
+        else:
+            self.close()
+        return reply
 
 
 def _retryable(info: AckInfo) -> bool:

@@ -3,8 +3,9 @@
 An SGL sends from a *BAL applicative* authenticated by the structure's IGC Santé ORG
 certificate over TLS (SMTP submission with STARTTLS on port 587, the historical TM3.2C
 transaction; implicit TLS on 465 is accepted too). Each job is one message (see
-:mod:`crbio.dispatch.mssante`) in one SMTP transaction; the connection is kept between jobs
-and checked with NOOP before reuse.
+:mod:`crbio.dispatch.mssante`) in one SMTP transaction. The connection is kept between jobs
+for up to a minute of idleness (RFC 5321 servers wait at least five) and is not reused when
+the server has closed it meanwhile.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import re
 import smtplib
 import ssl
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, NoReturn, Self
@@ -21,7 +23,7 @@ from typing import Any, NoReturn, Self
 from crbio.dispatch.delivery import Acknowledgement, Channel, Job
 from crbio.dispatch.mssante import compose, message_id
 from crbio.dispatch.redaction import redact
-from crbio.dispatch.senders.base import Sender, SenderContext
+from crbio.dispatch.senders.base import Sender, SenderContext, peer_closed
 from crbio.dispatch.tls import read_secret, tls_context
 from crbio.errors import ConfigurationError, PermanentSendError, TransientSendError
 
@@ -50,6 +52,8 @@ _KEYS = {
     "timeout",
     "local_hostname",
 }
+# Shorter than the five minutes RFC 5321 §4.5.3.2.7 asks servers to wait for the next command.
+_KEEP_IDLE_SECONDS = 60.0
 _QUEUED = re.compile(r"queued as\s+<?([A-Za-z0-9._@-]+)>?", re.IGNORECASE)
 # TLS failures that are about certificates (ours or the server's): fixing them takes a person.
 _CERTIFICATE_ALERTS = {
@@ -152,6 +156,7 @@ class SmtpSender(Sender):
         self._password = password
         self.local_hostname = local_hostname
         self._smtp: smtplib.SMTP | None = None
+        self._idle_since = 0.0
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any], context: SenderContext) -> Self:
@@ -252,14 +257,11 @@ class SmtpSender(Sender):
 
     def _connection(self) -> smtplib.SMTP:
         if self._smtp is not None:
-            try:
-                code, _ = self._smtp.noop()
-            except (OSError, smtplib.SMTPException):
-                code = 0
-            if code == 250:
-                return self._smtp
-            self._drop()
-        self._smtp = self._connect()
+            sock = self._smtp.sock
+            if sock is None or time.monotonic() - self._idle_since > _KEEP_IDLE_SECONDS or peer_closed(sock):
+                self._drop()
+        if self._smtp is None:
+            self._smtp = self._connect()
         return self._smtp
 
     def _drop(self) -> None:
@@ -292,10 +294,9 @@ class SmtpSender(Sender):
         metadata = job.delivery.metadata
         recipient = job.delivery.recipient.address
         key = job.key[:16]
-        message = compose(
+        raw = compose(
             job, self.context, sender_address=self.sender_address, submission_time=datetime.now(UTC)
         )
-        raw = message.as_bytes()
         mid = message_id(job, self.sender_address)
         want_dsn = bool(metadata.get("request_dsn"))
         try:
@@ -310,6 +311,7 @@ class SmtpSender(Sender):
             self._expect(smtp.rcpt(recipient, rcpt_options), (250, 251), "RCPT TO")
             code, reply = smtp.data(raw)
             self._expect((code, reply), (250,), "DATA")
+            self._idle_since = time.monotonic()
         except (PermanentSendError, TransientSendError):
             self._drop()
             raise
