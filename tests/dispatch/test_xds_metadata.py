@@ -17,6 +17,7 @@ from crbio.dispatch.senders.base import SenderContext
 from crbio.dispatch.xds.metadata import (
     GET_DOCUMENTS_QUERY,
     NS,
+    RIM,
     STATUS_DELETED,
     availability_update,
     dmp_submission,
@@ -211,6 +212,22 @@ def test_signature_entry_and_associations(lab: SenderContext) -> None:
     # Every object id is a UUID, unique in the request.
     all_ids = request.xpath("//@id")
     assert len(all_ids) == len(set(all_ids)) and all(i.startswith("urn:uuid:") for i in all_ids)
+
+
+def test_signing_while_building_gives_the_request_built_around_the_signature(lab: SenderContext) -> None:
+    job = make_job("01-biochimie")
+    seen: list[bytes] = []
+
+    def sign(package: etree._Element) -> bytes:
+        seen.append(etree.tostring(package, method="c14n", exclusive=True))
+        return b"<signature/>"
+
+    built_once = dmp_submission(job, lab, submission_time=NOW, sign=sign)
+    around = dmp_submission(job, lab, submission_time=NOW, signature=b"<signature/>")
+    assert etree.tostring(built_once) == etree.tostring(around)
+    # The signer saw the SubmissionSet exactly as it is submitted.
+    package = around.find(f"{{{RIM}}}RegistryObjectList/{{{RIM}}}RegistryPackage")
+    assert seen == [etree.tostring(package, method="c14n", exclusive=True)]
 
 
 def test_replacement_of_08b_has_rplc_and_masking_codes(lab: SenderContext) -> None:

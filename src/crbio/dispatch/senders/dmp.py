@@ -29,7 +29,6 @@ from crbio.dispatch.senders.base import Sender, SenderContext
 from crbio.dispatch.tls import ClientCredential, client_credential, tls_context
 from crbio.dispatch.xds.metadata import (
     DEFAULT_CONTENT_TYPE,
-    RIM,
     STATUS_DELETED,
     Code,
     availability_update,
@@ -257,30 +256,29 @@ class DmpSender(Sender):
     def _provide(self, job: Job, replaced: str | None) -> Acknowledgement:
         """ITI-41: the CR-BIO, its signed submission set and, for a replacement, the RPLC."""
         ids = submission_ids(job)
-        now = datetime.now(UTC)
-        unsigned = dmp_submission(
-            job,
-            self.context,
-            submission_time=now,
-            content_type=self.content_type,
-            replaced_entry_uuid=replaced,
-        )
-        package = unsigned.find(f"{{{RIM}}}RegistryObjectList/{{{RIM}}}RegistryPackage")
-        signature = sign_submission_set(
-            documents=[SignedDocument(job.header.document_id, job.n3)],
-            submission_set_unique_id=ids.submission_set_unique_id,
-            signature_unique_id=ids.signature_unique_id,
-            credential=self._identity.credential,
-            submission_set=package,
-        )
+        signed: list[bytes] = []
+
+        def sign(package: etree._Element) -> bytes:
+            signed.append(
+                sign_submission_set(
+                    documents=[SignedDocument(job.header.document_id, job.n3)],
+                    submission_set_unique_id=ids.submission_set_unique_id,
+                    signature_unique_id=ids.signature_unique_id,
+                    credential=self._identity.credential,
+                    submission_set=package,
+                )
+            )
+            return signed[0]
+
         submit = dmp_submission(
             job,
             self.context,
-            submission_time=now,
+            submission_time=datetime.now(UTC),
             content_type=self.content_type,
             replaced_entry_uuid=replaced,
-            signature=signature,
+            sign=sign,
         )
+        (signature,) = signed
         document_cid, signature_cid = content_id("document"), content_id("signature")
         body = provide_and_register(submit, [(ids.document, document_cid), (ids.signature, signature_cid)])
         env = envelope(

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
@@ -468,7 +468,7 @@ def _submission_set(
     context: SenderContext,
     content_type: Code,
     intended_recipients: Sequence[str] = (),
-) -> None:
+) -> etree._Element:
     package = w.el(parent, "RegistryPackage", id=set_id)
     w.slot(package, "submissionTime", [xds_time(submission_time)])
     if intended_recipients:
@@ -485,6 +485,7 @@ def _submission_set(
         classifiedObject=set_id,
         id=w.new_id(),
     )
+    return package
 
 
 def _request() -> tuple[etree._Element, etree._Element]:
@@ -514,13 +515,16 @@ def dmp_submission(
     content_type: Code = DEFAULT_CONTENT_TYPE,
     replaced_entry_uuid: str | None = None,
     signature: bytes | None = None,
+    sign: Callable[[etree._Element], bytes] | None = None,
 ) -> etree._Element:
     """The ``lcm:SubmitObjectsRequest`` of an ITI-41 for ``job``: a signed submission set.
 
     It holds the SubmissionSet, the CR-BIO DocumentEntry, the signature DocumentEntry, the
     HasMember associations (``SubmissionSetStatus=Original``), the ``signs`` association and,
     for a replacement, the RPLC association to ``replaced_entry_uuid``. ``signature`` (the
-    XAdES document) only feeds the signature entry's hash and size.
+    XAdES document) only feeds the signature entry's hash and size; instead, ``sign`` is
+    called with the finished SubmissionSet ``rim:RegistryPackage`` and returns the signature,
+    so the request is built once (see :func:`crbio.dispatch.xds.signature.sign_submission_set`).
 
     Raises:
         PermanentSendError: no qualified INS (``dispatch.dmp.no-ins``) or a confidentiality code
@@ -531,7 +535,7 @@ def dmp_submission(
     ids = submission_ids(job)
     w = _Writer(job.key)
     request, objects = _request()
-    _submission_set(
+    package = _submission_set(
         w,
         objects,
         set_id=ids.submission_set,
@@ -541,6 +545,8 @@ def dmp_submission(
         context=context,
         content_type=content_type,
     )
+    if sign is not None:
+        signature = sign(package)
     _document_entry(
         w,
         objects,
