@@ -15,11 +15,12 @@ specification puts it there: that is message content. None of it is ever logged.
 
 from __future__ import annotations
 
+import base64
 import re
 import unicodedata
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from email.message import EmailMessage
+from email.message import EmailMessage, Message, MIMEPart
 from email.policy import SMTP
 from email.utils import format_datetime
 from typing import Any
@@ -254,10 +255,8 @@ def mss_headers(job: Job, context: SenderContext) -> dict[str, str]:
     return result
 
 
-def compose(
-    job: Job, context: SenderContext, *, sender_address: str, submission_time: datetime
-) -> EmailMessage:
-    """The complete MSSanté message of a job, ready for SMTP (CRLF, 7-bit, UTF-8 text).
+def compose(job: Job, context: SenderContext, *, sender_address: str, submission_time: datetime) -> bytes:
+    """The complete MSSanté message of a job, as sent by SMTP (CRLF, 7-bit, UTF-8 text).
 
     From the lab's mailbox to the delivery's recipient (one patient per message), with the
     normative subject, the date of ``submission_time``, a ``Message-ID`` stable across
@@ -291,14 +290,37 @@ def compose(
         message[name] = headers[name]
     if job.delivery.metadata.get("request_mdn"):
         message["Disposition-Notification-To"] = sender_address
+    # "=_" never occurs in base64 nor in quoted-printable text, so this boundary cannot clash
+    # with the content and the generator's search of the whole message for one is not needed.
+    boundary = f"=_crbio.{job.message_id}"
+    message["MIME-Version"] = "1.0"
+    message["Content-Type"] = f'multipart/mixed; boundary="{boundary}"'
     # Quoted-printable keeps the message 7-bit: no 8BITMIME needed on the way.
-    message.set_content(body_text(job), subtype="plain", charset="utf-8", cte="quoted-printable")
-    message.add_attachment(
-        build_xdm(job, context, submission_time=when),
-        maintype="application",
-        subtype="zip",
-        filename=ARCHIVE_NAME,
+    text = MIMEPart(policy=SMTP)
+    text.set_content(body_text(job), subtype="plain", charset="utf-8", cte="quoted-printable")
+    parts = [
+        text.as_bytes(policy=_OUTPUT_POLICY),
+        _attachment("application/zip", ARCHIVE_NAME, build_xdm(job, context, submission_time=when)),
+        _attachment("application/pdf", pdf_file_name(header), job.pdf),
+    ]
+    delimiter = f"--{boundary}".encode()
+    return (
+        _header_block(message)
+        + b"".join(delimiter + b"\r\n" + part + b"\r\n" for part in parts)
+        + delimiter
+        + b"--\r\n"
     )
-    message.add_attachment(job.pdf, maintype="application", subtype="pdf", filename=pdf_file_name(header))
-    message.policy = _OUTPUT_POLICY
-    return message
+
+
+def _header_block(part: Message) -> bytes:
+    return b"".join(_OUTPUT_POLICY.fold_binary(name, value) for name, value in part.items()) + b"\r\n"
+
+
+def _attachment(content_type: str, filename: str, data: bytes) -> bytes:
+    # The email package's generator re-reads base64 bodies line by line in Python, which
+    # costs more than the rest of a delivery: the headers are its work, the body is encoded here.
+    part = MIMEPart(policy=SMTP)
+    part["Content-Type"] = content_type
+    part.add_header("Content-Disposition", "attachment", filename=filename)
+    part["Content-Transfer-Encoding"] = "base64"
+    return _header_block(part) + base64.encodebytes(data).replace(b"\n", b"\r\n")
