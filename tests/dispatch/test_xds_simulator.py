@@ -933,6 +933,24 @@ def test_not_mtom_or_missing_parts_are_refused(
     assert simulator.entries == []
 
 
+def test_broken_mime_packages_are_soap_faults(
+    simulator: XdsSimulator, client: httpx.Client, pki: Pki
+) -> None:
+    url = f"{simulator.url}/repository"
+    content_type, body = biochemistry().http(pki, url)
+    boundary = content_type.split('boundary="', 1)[1].split('"', 1)[0]
+    broken = {
+        "no closing delimiter": (content_type, body[: body.rindex(f"--{boundary}--".encode())]),
+        "no boundary": (content_type.replace(f'boundary="{boundary}"; ', ""), body),
+        "a part without headers end": (content_type, f"--{boundary}\r\nContent-Type: x".encode()),
+        "a boundary the body does not use": (content_type.replace(boundary, "other"), body),
+    }
+    for label, (kind, content) in broken.items():
+        answer = read_answer(client.post(url, content=content, headers={"Content-Type": kind}))
+        assert (answer.status_code, answer.fault) == (400, "soap:Sender"), label
+    assert simulator.entries == []
+
+
 def test_envelope_errors_are_soap_faults(simulator: XdsSimulator, client: httpx.Client, pki: Pki) -> None:
     url = f"{simulator.url}/repository"
     content_type, body = biochemistry().http(pki, url)
