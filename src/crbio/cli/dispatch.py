@@ -1,4 +1,4 @@
-"""The dispatch commands: plan, send, delete, worker, journal, simulate."""
+"""The dispatch commands: plan, send, delete, worker, returns, journal, simulate."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import csv
 import io
 import json
+import logging
 import os
 import signal
 import sys
@@ -14,13 +15,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from crbio.errors import ConfigurationError, InputError, ValidationFailed
+from crbio.errors import ConfigurationError, CrbioError, InputError, ValidationFailed
 
 if TYPE_CHECKING:
-    from crbio.dispatch import DispatchConfig, Plan
+    from crbio.dispatch import DispatchConfig, Plan, ReturnsSummary
     from crbio.model import Report
 
 __all__ = ["add_dispatch_commands"]
+
+log = logging.getLogger("crbio.dispatch.cli")
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT = 0, 1, 2
 
@@ -79,12 +82,25 @@ def add_dispatch_commands(commands: Any) -> None:
         "worker",
         help="deliver what the outbox holds, until stopped",
         description="Drain the outbox: deliver queued deliveries and retry failed ones with "
-        "backoff. Several workers may share one outbox. Stops on SIGINT/SIGTERM.",
+        "backoff. Several workers may share one outbox. With a [mailbox] section, also reads the "
+        "lab's MSSanté mailbox every poll_seconds for delivery and read reports (DSN/MDN). Stops "
+        "on SIGINT/SIGTERM.",
     )
     config_option(worker)
     worker.add_argument("--threads", type=int, default=1, metavar="N", help="worker threads (default 1)")
     worker.add_argument("--drain", action="store_true", help="stop when nothing is left to deliver")
     worker.set_defaults(run=_worker)
+
+    returns = commands.add_parser(
+        "returns",
+        help="read delivery and read reports (DSN/MDN) from the lab's MSSanté mailbox",
+        description="Read the [mailbox] of the configuration once over IMAP: record each delivery "
+        "status notification and read receipt in the journal of the delivery it concerns, then "
+        "file it away. Other mail is left where it is. Prints what was read, and the bounces.",
+    )
+    config_option(returns)
+    returns.add_argument("--format", choices=("text", "json"), default="text")
+    returns.set_defaults(run=_returns)
 
     journal = commands.add_parser(
         "journal",
@@ -235,6 +251,22 @@ def _delete(args: argparse.Namespace) -> int:
     return _report_states(states, labels)
 
 
+def _poll_returns(config: DispatchConfig, totals: dict[str, int]) -> None:
+    """Read the mailbox once for the worker; a failure is logged, and the next poll tries again."""
+    from crbio.dispatch import collect_returns
+
+    try:
+        summary = collect_returns(config)
+    except CrbioError as error:
+        log.warning("mailbox not read: %s", error)
+        return
+    except Exception as error:  # noqa: BLE001 - the poller must outlive a bug; details may quote mail
+        log.error("mailbox not read: internal error (%s)", type(error).__name__)
+        return
+    totals["recorded"] += summary.recorded
+    totals["failures"] += summary.failures
+
+
 def _worker(args: argparse.Namespace) -> int:
     from crbio.dispatch import run_workers
 
@@ -242,11 +274,72 @@ def _worker(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    mailbox = config.mailbox
+    returns = {"recorded": 0, "failures": 0}
+    poller: threading.Thread | None = None
+    polling = threading.Event()
+    if mailbox is not None:
+
+        def poll() -> None:
+            while True:
+                _poll_returns(config, returns)
+                if polling.wait(mailbox.poll_seconds) or stop.is_set():
+                    return
+
+        poller = threading.Thread(target=poll, name="crbio-mailbox", daemon=True)
+        poller.start()
     stats = run_workers(config, threads=max(1, args.threads), stop=stop, drain=args.drain)
+    if poller is not None:
+        polling.set()
+        poller.join()
+        if args.drain and not stop.is_set():
+            _poll_returns(config, returns)  # what came back while the last deliveries were made
     print(
         f"worker: {stats.acknowledged} acknowledged, {stats.retried} retries scheduled, "
         f"{stats.dead} dead-lettered, {stats.recovered} recovered after a crash"
+        + (
+            f"; {returns['recorded']} return reports recorded ({returns['failures']} bounces or refusals)"
+            if mailbox is not None
+            else ""
+        )
     )
+    return EXIT_OK
+
+
+def _print_returns(summary: ReturnsSummary) -> None:
+    print(f"returns: {summary}")
+    for result in summary.results:
+        delivery = result.delivery
+        if delivery is None:
+            continue
+        # The patient's address is the INS: a person reading this needs only who it was.
+        recipient = delivery.recipient
+        if recipient.kind.value == "patient":
+            who = "patient"
+        else:
+            who = f"{recipient.label} <{recipient.address}>" if recipient.label else recipient.address
+        for entry in result.recorded:
+            status = f" {entry.status}" if entry.status and not entry.status.startswith("2.") else ""
+            mark = "✗" if entry.failure else "✓"
+            print(
+                f"  {mark} {entry.kind.value} {entry.action}{status}: document {delivery.document_id} "
+                f"v{delivery.version} ({delivery.action.value}) → {who}"
+            )
+
+
+def _returns(args: argparse.Namespace) -> int:
+    from crbio.dispatch import MailboxError, collect_returns
+
+    config = _config(args)
+    try:
+        summary = collect_returns(config)
+    except MailboxError as error:
+        print(f"crbio: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.format == "json":
+        print(json.dumps(summary.to_dict(), ensure_ascii=False, indent=1))
+    else:
+        _print_returns(summary)
     return EXIT_OK
 
 
@@ -259,12 +352,14 @@ _JOURNAL_COLUMNS = (
     "recipient",
     "recipient_id",
     "state",
+    "outcome",
     "attempts",
     "queued_at",
     "sent_at",
     "acknowledged_at",
     "dead_at",
     "ack_summary",
+    "returns",
     "last_error",
 )
 
@@ -328,9 +423,11 @@ def _journal(args: argparse.Namespace) -> int:
                 "action",
                 "recipient",
                 "state",
+                "outcome",
                 "attempts",
                 "acknowledged_at",
                 "ack_summary",
+                "returns",
                 "last_error",
             )
             if not args.suppressed

@@ -4,11 +4,13 @@
 >>> config = DispatchConfig.load("crbio.toml")
 >>> result = dispatch(documents, config)      # plan + queue, idempotent
 >>> deliver(config, result.keys)               # or leave it to `crbio worker`
+>>> collect_returns(config)                    # DSN/MDN from the lab's mailbox into the journal
 """
 
 from crbio.dispatch.api import DispatchResult, delete, deliver, dispatch
 from crbio.dispatch.config import DispatchConfig, RetryPolicy, RoutingRules
 from crbio.dispatch.delivery import Acknowledgement, Action, Channel, Delivery, Job, Recipient, RecipientKind
+from crbio.dispatch.mailbox import MailboxError, ReturnsSummary, collect_returns
 from crbio.dispatch.outbox import Outbox, Transmission
 from crbio.dispatch.plan import Plan, Suppressed, plan_deletion, plan_dispatch
 from crbio.dispatch.senders.base import Sender, SenderContext
@@ -22,17 +24,20 @@ __all__ = [
     "DispatchConfig",
     "DispatchResult",
     "Job",
+    "MailboxError",
     "Outbox",
     "Plan",
     "Recipient",
     "RecipientKind",
     "RetryPolicy",
+    "ReturnsSummary",
     "RoutingRules",
     "Sender",
     "SenderContext",
     "Suppressed",
     "Transmission",
     "Worker",
+    "collect_returns",
     "delete",
     "deliver",
     "dispatch",

@@ -36,6 +36,13 @@
     sender = "dmp"
     url = "https://…/si-dmp-server/v2/services"
 
+    [mailbox]                   # the lab's MSSanté mailbox (IMAP), where DSN and MDN come back
+    host = "imap.operateur.mssante.fr"
+    user = "laboratoire@labo.mssante.fr"
+    password_file = "secrets/imap-password"
+    processed_folder = "crbio-traites"   # optional: move read reports there
+    poll_seconds = 300          # how often `crbio worker` reads it
+
 Relative paths are resolved against the file's directory. Secrets are read from files or
 environment variables by the senders (``password_file``, ``client_secret_env``…) and are never
 logged or printed.
@@ -55,11 +62,38 @@ from crbio.dispatch.delivery import Channel
 from crbio.dispatch.senders.base import SenderContext
 from crbio.errors import ConfigurationError
 
-__all__ = ["DEFAULT_SENDERS", "Destination", "DispatchConfig", "RetryPolicy", "RoutingRules"]
+__all__ = [
+    "DEFAULT_SENDERS",
+    "Destination",
+    "DispatchConfig",
+    "MailboxSettings",
+    "RetryPolicy",
+    "RoutingRules",
+]
 
 DEFAULT_SENDERS = {Channel.DMP: "dmp", Channel.MSSANTE: "smtp", Channel.HL7V2: "mllp"}
 
-_SECTIONS = {"laboratory", "software", "outbox", "retry", "rules", "destinations"}
+_SECTIONS = {"laboratory", "software", "outbox", "retry", "rules", "destinations", "mailbox"}
+_MAILBOX_KEYS = {
+    "host",
+    "port",
+    "user",
+    "password",
+    "password_file",
+    "password_env",
+    "ca_file",
+    "client_cert",
+    "client_key",
+    "client_pkcs12",
+    "client_password",
+    "client_password_file",
+    "client_password_env",
+    "folder",
+    "processed_folder",
+    "poll_seconds",
+    "timeout",
+    "max_message_bytes",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +140,26 @@ class Destination:
 
 
 @dataclass(frozen=True)
+class MailboxSettings:
+    """The ``[mailbox]`` section: the lab's MSSanté mailbox, read over IMAP for return reports.
+
+    The password (``password_file`` / ``password_env``) and the TLS settings (``ca_file``,
+    ``client_*``) stay in ``settings`` and are read when the mailbox is opened, so that a
+    command that does not read the mailbox never needs them.
+    """
+
+    host: str
+    user: str
+    port: int = 993
+    folder: str = "INBOX"
+    processed_folder: str | None = None
+    poll_seconds: float = 300.0
+    timeout: float = 30.0
+    max_message_bytes: int = 32 * 1024 * 1024
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class DispatchConfig:
     """Everything dispatch needs, read from one TOML file (see the module docstring)."""
 
@@ -115,6 +169,7 @@ class DispatchConfig:
     retry: RetryPolicy = RetryPolicy()
     rules: RoutingRules = RoutingRules()
     destinations: Mapping[Channel, Destination] = field(default_factory=dict)
+    mailbox: MailboxSettings | None = None
 
     def destination(self, channel: Channel) -> Destination | None:
         """The enabled destination of a channel, or None when it is off or not configured."""
@@ -211,7 +266,58 @@ class DispatchConfig:
             retry=retry,
             rules=RoutingRules(**rules_table),
             destinations=destinations,
+            mailbox=_mailbox(data),
         )
+
+
+def _folder(table: Mapping[str, Any], key: str, default: str | None) -> str | None:
+    value = table.get(key, default)
+    if value is None:
+        return None
+    # Non-ASCII names would need IMAP's modified UTF-7; nobody needs that for a BAL applicative.
+    if not isinstance(value, str) or not value.strip() or not all(" " <= c <= "~" for c in value):
+        raise ConfigurationError(
+            f"mailbox.{key}: must be a non-empty folder name in printable ASCII", code="config.value"
+        )
+    return value
+
+
+def _mailbox(data: Mapping[str, Any]) -> MailboxSettings | None:
+    if "mailbox" not in data:
+        return None
+    table = _table(data, "mailbox")
+    _only(table, "mailbox", _MAILBOX_KEYS)
+    host = _required(table, "mailbox", "host").strip()
+    user = _required(table, "mailbox", "user")
+    if not {"password", "password_file", "password_env"} & set(table):
+        raise ConfigurationError("mailbox: password_file or password_env is required", code="config.secret")
+    port = table.get("port", 993)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise ConfigurationError("mailbox.port: must be a TCP port number", code="config.value")
+    numbers: dict[str, float] = {}
+    for key, default in (("poll_seconds", 300.0), ("timeout", 30.0), ("max_message_bytes", 32 * 1024**2)):
+        value = _number(table, "mailbox", key) if key in table else default
+        if value <= 0:
+            raise ConfigurationError(f"mailbox.{key}: must be a positive number", code="config.value")
+        numbers[key] = value
+    folder = _folder(table, "folder", "INBOX")
+    processed = _folder(table, "processed_folder", None)
+    assert folder is not None
+    if processed is not None and processed.upper() == folder.upper():
+        raise ConfigurationError(
+            "mailbox.processed_folder: must differ from mailbox.folder", code="config.value"
+        )
+    return MailboxSettings(
+        host=host,
+        user=user,
+        port=port,
+        folder=folder,
+        processed_folder=processed,
+        poll_seconds=float(numbers["poll_seconds"]),
+        timeout=float(numbers["timeout"]),
+        max_message_bytes=int(numbers["max_message_bytes"]),
+        settings=dict(table),
+    )
 
 
 def _table(data: Mapping[str, Any], name: str) -> Mapping[str, Any]:

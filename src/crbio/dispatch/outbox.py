@@ -15,6 +15,8 @@ if its worker dies, the delivery becomes claimable again when the lease expires,
 
 The journal (GBUI VII-2) is the ``deliveries`` rows (who, what, when, acknowledgement,
 outcome), the ``events`` of each, and the ``suppressions``: who did not receive and why.
+The ``return_reports`` are what came back afterwards from MSSanté recipients' systems:
+delivery status notifications and read receipts (see :mod:`crbio.dispatch.returns`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,7 +39,7 @@ from crbio.errors import OutboxError
 
 __all__ = ["Claim", "Outbox", "Transmission", "new_worker_id"]
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -102,6 +104,42 @@ CREATE TABLE IF NOT EXISTS suppressions (
 );
 """
 
+# Schema 2: what recipients' systems reported after the delivery (DSN, MDN). Appended to a
+# version 1 outbox by _migrate, created with the rest in a new one.
+_RETURNS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS return_reports (
+    id INTEGER PRIMARY KEY,
+    delivery_id INTEGER NOT NULL REFERENCES deliveries (id),
+    report_id TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('dsn', 'mdn')),
+    recipient TEXT NOT NULL,
+    action TEXT NOT NULL,
+    status TEXT,
+    diagnostic TEXT,
+    reported_at TEXT,
+    recorded_at TEXT NOT NULL,
+    UNIQUE (delivery_id, report_id, recipient)
+);
+"""
+# The schema versions an outbox is upgraded from in place: to which version, with which statements.
+_MIGRATIONS: dict[str, tuple[str, tuple[str, ...]]] = {"1": ("2", (_RETURNS_SCHEMA,))}
+# Which return decides a delivery's outcome in the journal, most telling first: failures
+# before successes, what the reader did before what the servers did.
+_OUTCOME_ORDER = (
+    ("dsn", "failed", "bounced"),
+    ("mdn", "error", "rejected"),
+    ("mdn", "denied", "rejected"),
+    ("mdn", "failed", "rejected"),
+    ("mdn", "displayed", "displayed"),
+    ("mdn", "processed", "processed"),
+    ("mdn", "dispatched", "dispatched"),
+    ("mdn", "deleted", "deleted"),
+    ("dsn", "delivered", "delivered"),
+    ("dsn", "relayed", "relayed"),
+    ("dsn", "expanded", "expanded"),
+    ("dsn", "delayed", "delayed"),
+)
+
 
 def new_worker_id() -> str:
     """A worker id unique across hosts and processes, for leases and the journal."""
@@ -146,6 +184,9 @@ class Transmission:
     ack_detail: Mapping[str, Any] | None
     last_error: str | None
     key: str
+    outcome: str = ""  # the state, or what the return reports say (bounced, displayed, delivered…)
+    returns: str | None = None  # the return reports in one line: "delivered 2026-11-23T10:12Z; …"
+    return_reports: tuple[Mapping[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """The transmission as JSON-serialisable data."""
@@ -187,13 +228,16 @@ class Outbox:
             if check != "ok":
                 raise OutboxError(f"{self.path}: the outbox database is corrupted ({check})")
             version = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if version is not None and version[0] in _MIGRATIONS:
+                self._migrate()
+                return
             if version is None or version[0] != SCHEMA_VERSION:
                 raise OutboxError(f"{self.path}: unknown outbox schema version")
             return
         # One write transaction, so a second process starting at the same time waits for a
         # complete schema instead of seeing half of it.
         self._db.executescript(
-            f"BEGIN IMMEDIATE; {_SCHEMA}"
+            f"BEGIN IMMEDIATE; {_SCHEMA} {_RETURNS_SCHEMA}"
             f" INSERT OR IGNORE INTO meta VALUES ('schema', '{SCHEMA_VERSION}'); COMMIT;"
         )
 
@@ -543,7 +587,7 @@ class Outbox:
             query += " AND state = ?"
             params.append(state)
         rows = self._db.execute(query + " ORDER BY id", params).fetchall()
-        return [
+        return self._with_returns(
             Transmission(
                 document_id=r["document_id"],
                 version=r["version"],
@@ -565,7 +609,7 @@ class Outbox:
                 key=r["key"],
             )
             for r in rows
-        ]
+        )
 
     def events(self, key: str) -> list[dict[str, Any]]:
         """The event trail of one delivery, oldest first."""
@@ -583,3 +627,146 @@ class Outbox:
             query += " WHERE document_id = ?"
             params.append(document_id)
         return [dict(r) for r in self._db.execute(query + " ORDER BY id", params)]
+
+    # -- return reports (DSN, MDN) -----------------------------------------------------------
+
+    def _migrate(self) -> None:
+        """Upgrade an outbox of an earlier schema version in place, keeping every row."""
+        with self._transaction() as db:
+            # Under the write lock: another process may have upgraded it meanwhile.
+            version = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0]
+            while version in _MIGRATIONS:
+                version, statements = _MIGRATIONS[version]
+                for statement in statements:
+                    db.execute(statement)
+                db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (version,))
+        if version != SCHEMA_VERSION:
+            raise OutboxError(f"{self.path}: unknown outbox schema version")
+
+    def mssante_delivery(self, message_id: str) -> tuple[str, Delivery] | None:
+        """The MSSanté delivery whose messages carry this 32-hex id (``Job.message_id``), if any."""
+        prefix = message_id.lower()
+        if len(prefix) != 32 or any(c not in "0123456789abcdef" for c in prefix):
+            return None
+        # Keys are lower-case hex: every key starting with the prefix sorts in [prefix, prefix + "g").
+        row = self._db.execute(
+            "SELECT key, delivery FROM deliveries WHERE key >= ? AND key < ? AND channel = ?"
+            " ORDER BY id LIMIT 1",
+            (prefix, prefix + "g", Channel.MSSANTE.value),
+        ).fetchone()
+        return None if row is None else (str(row["key"]), Delivery.from_json(row["delivery"]))
+
+    def record_return(
+        self,
+        key: str,
+        *,
+        report_id: str,
+        kind: str,
+        recipient: str,
+        action: str,
+        status: str | None = None,
+        diagnostic: str | None = None,
+        reported_at: str | None = None,
+    ) -> bool:
+        """Record one recipient line of a return report (DSN or MDN) and add it to the event trail.
+
+        Idempotent: the same (delivery, report id, recipient) is recorded once; False when it
+        was already there. A bounce (DSN ``failed``) or a refusal (MDN ``…/error``) is journaled
+        as a ``bounced`` / ``rejected`` event; the delivery's state is left as it is (see
+        :attr:`Transmission.outcome`): nothing is resent automatically.
+        ``diagnostic`` must already be redacted.
+
+        Raises:
+            OutboxError: no delivery has this key.
+        """
+        now = self._clock()
+        with self._transaction() as db:
+            row = db.execute("SELECT id, attempts FROM deliveries WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                raise OutboxError(f"delivery {key[:16]} is not in the outbox")
+            added = db.execute(
+                """INSERT OR IGNORE INTO return_reports (delivery_id, report_id, kind, recipient, action,
+                   status, diagnostic, reported_at, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (row["id"], report_id, kind, recipient, action, status, diagnostic, reported_at, _iso(now)),
+            ).rowcount
+            if added:
+                base = action.partition("/")[0]
+                if kind == "dsn" and action == "failed":
+                    event = "bounced"
+                elif kind == "mdn" and (action.endswith("/error") or base in {"denied", "failed"}):
+                    event = "rejected"
+                else:
+                    event = "delivery-status" if kind == "dsn" else "disposition"
+                detail = {"kind": kind, "action": action, "status": status, "reported_at": reported_at}
+                if diagnostic:
+                    detail["diagnostic"] = diagnostic
+                self._event(row["id"], event, row["attempts"], None, detail)
+        return bool(added)
+
+    def returns(self, key: str) -> list[dict[str, Any]]:
+        """The return reports recorded for one delivery, in the order they happened."""
+        rows = self._db.execute(
+            """SELECT r.kind, r.recipient, r.action, r.status, r.diagnostic, r.reported_at, r.recorded_at
+               FROM return_reports r JOIN deliveries d ON d.id = r.delivery_id WHERE d.key = ?
+               ORDER BY COALESCE(r.reported_at, r.recorded_at), r.id""",
+            (key,),
+        ).fetchall()
+        return [dict(r) for r in rows]
+
+    def _with_returns(self, lines: Iterable[Transmission]) -> list[Transmission]:
+        """Journal lines with their return reports and the outcome those make."""
+        lines = list(lines)
+        found: dict[str, list[dict[str, Any]]] = {}
+        keys = [line.key for line in lines]
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in self._db.execute(
+                f"""SELECT d.key, r.kind, r.recipient, r.action, r.status, r.diagnostic, r.reported_at,
+                          r.recorded_at
+                    FROM return_reports r JOIN deliveries d ON d.id = r.delivery_id
+                    WHERE d.key IN ({marks})
+                    ORDER BY COALESCE(r.reported_at, r.recorded_at), r.id""",
+                chunk,
+            ):
+                report = dict(r)
+                found.setdefault(report.pop("key"), []).append(report)
+        result = []
+        for line in lines:
+            reports = found.get(line.key, [])
+            result.append(
+                replace(
+                    line,
+                    outcome=_outcome(line.state, reports),
+                    returns="; ".join(_return_summary(r) for r in reports) or None,
+                    return_reports=tuple(reports),
+                )
+            )
+        return result
+
+
+def _outcome(state: str, reports: Sequence[Mapping[str, Any]]) -> str:
+    """What happened to a delivery in one word: its state, unless the recipients' side said more."""
+    seen = set()
+    for report in reports:
+        base, _, modifier = str(report["action"]).partition("/")
+        seen.add((report["kind"], base))
+        if modifier:
+            seen.add((report["kind"], modifier))
+    for kind, action, outcome in _OUTCOME_ORDER:
+        if (kind, action) in seen:
+            return outcome
+    return state
+
+
+def _return_summary(report: Mapping[str, Any]) -> str:
+    """One return report for the journal: ``failed 5.1.1 2026-11-23T10:12Z``."""
+    words = [str(report["action"])]
+    status = report.get("status")
+    if status and not str(status).startswith("2."):
+        words.append(str(status))
+    when = report.get("reported_at")
+    if when:
+        # Minutes are enough for a person reading the journal; the JSON keeps the seconds.
+        words.append(str(when)[:16] + "Z" if len(str(when)) >= 16 else str(when))
+    return " ".join(words)

@@ -4,12 +4,14 @@
 
     with Simulation(tmp_dir) as sim:
         config = sim.config              # DispatchConfig pointing at the simulators
-        ...                              # dispatch, run workers
+        ...                              # dispatch, run workers, collect_returns(config)
         sim.xds.entries, sim.smtp.messages, sim.mllp.messages, sim.operator.messages
+        sim.imap.messages()              # the lab's mailbox: the DSN and MDN that came back
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 
@@ -22,6 +24,7 @@ __all__ = ["Simulation"]
 
 SENDER_MAILBOX = "laboratoire@labo-simulation.mssante.fr"
 OPERATOR_CLIENT_ID = "crbio-simulation"
+PROCESSED_FOLDER = "crbio-traites"
 
 
 def _toml_string(value: str | Path) -> str:
@@ -29,7 +32,11 @@ def _toml_string(value: str | Path) -> str:
 
 
 class Simulation:
-    """Start the XDS.b, SMTP, operator-API and MLLP simulators and write ``crbio.toml`` beside them.
+    """Start the XDS.b, SMTP, IMAP, operator-API and MLLP simulators and write ``crbio.toml`` beside them.
+
+    The SMTP server puts the delivery status notifications and read receipts of what it
+    accepts into the lab's mailbox on the IMAP server, which the configuration's ``[mailbox]``
+    section points at (``crbio returns``, and ``crbio worker`` polls it).
 
     Args:
         directory: Where the PKI, the configuration, the outbox and what the servers received go.
@@ -38,6 +45,11 @@ class Simulation:
         seed: Seed of the random faults, for repeatable runs.
         known_patients: INS matricules the DMP knows (None: any INS).
         retry_delay: Initial retry delay written in the configuration (seconds).
+        unknown_recipients: MSSanté addresses the SMTP server accepts, then bounces (5.1.1).
+        request_mdn: Ask for read receipts (``[rules] request_mdn``).
+        mdn_rate: The share of messages whose recipient sends the read receipt asked for.
+        mdn_delay: Seconds before a read receipt arrives in the lab's mailbox.
+        poll_seconds: How often ``crbio worker`` reads the lab's mailbox.
     """
 
     def __init__(
@@ -49,6 +61,11 @@ class Simulation:
         seed: int | None = None,
         known_patients: set[str] | None = None,
         retry_delay: float = 1.0,
+        unknown_recipients: Iterable[str] = (),
+        request_mdn: bool = True,
+        mdn_rate: float = 1.0,
+        mdn_delay: float = 0.0,
+        poll_seconds: float = 2.0,
     ) -> None:
         try:
             from crbio.simulators.smtp import SmtpSimulator
@@ -56,6 +73,7 @@ class Simulation:
             raise ConfigurationError(
                 "the simulators need the 'simulate' extra: pip install 'crbio[simulate]'", code="config.extra"
             ) from None
+        from crbio.simulators.imap import ImapSimulator
         from crbio.simulators.mllp import MllpSimulator
         from crbio.simulators.operator_api import OperatorApiSimulator
         from crbio.simulators.xds import XdsSimulator
@@ -64,6 +82,8 @@ class Simulation:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.mssante = mssante
         self.retry_delay = retry_delay
+        self.request_mdn = request_mdn
+        self.poll_seconds = poll_seconds
         self.pki = make_test_pki(self.directory / "pki")
         received = self.directory / "received"
         retryable = (Fault.BUSY, Fault.SERVER_ERROR, Fault.DROP)
@@ -76,7 +96,20 @@ class Simulation:
         self.xds = XdsSimulator(
             self.pki, faults=faults(1), known_patients=known_patients, store_dir=received / "dmp"
         )
-        self.smtp = SmtpSimulator(self.pki, faults=faults(2), store_dir=received / "mssante-smtp")
+        self.imap_password = "simulation-mailbox-secret"
+        self.imap = ImapSimulator(
+            self.pki, user=SENDER_MAILBOX, password=self.imap_password, faults=faults(5), uidplus=True
+        )
+        self.smtp = SmtpSimulator(
+            self.pki,
+            faults=faults(2),
+            store_dir=received / "mssante-smtp",
+            report_mailbox=self.imap,
+            unknown_recipients=unknown_recipients,
+            mdn_rate=mdn_rate,
+            mdn_delay=mdn_delay,
+            seed=None if seed is None else seed + 6,
+        )
         self.operator_secret = "simulation-secret"
         self.operator = OperatorApiSimulator(
             self.pki,
@@ -92,7 +125,7 @@ class Simulation:
     @property
     def fault_plans(self) -> list[FaultPlan]:
         """The fault plans of every simulator, to change the fault rate during a run."""
-        return [self.xds.faults, self.smtp.faults, self.operator.faults, self.mllp.faults]
+        return [self.xds.faults, self.smtp.faults, self.operator.faults, self.mllp.faults, self.imap.faults]
 
     def set_fault_rate(self, rate: float) -> None:
         """Make every simulator fail a share ``rate`` of requests with a retryable fault."""
@@ -101,7 +134,7 @@ class Simulation:
 
     def start(self) -> Simulation:
         """Start every server and write the configuration."""
-        for server in (self.xds, self.smtp, self.operator, self.mllp):
+        for server in (self.xds, self.imap, self.smtp, self.operator, self.mllp):
             server.start()
         self._started = True
         self.config_path.write_text(self.config_toml(), encoding="utf-8")
@@ -110,7 +143,7 @@ class Simulation:
     def stop(self) -> None:
         """Stop every server."""
         if self._started:
-            for server in (self.xds, self.smtp, self.operator, self.mllp):
+            for server in (self.xds, self.smtp, self.imap, self.operator, self.mllp):
                 server.stop()
             self._started = False
 
@@ -131,6 +164,8 @@ class Simulation:
         """The configuration file's text."""
         secret_file = self.directory / "pki" / "operator-secret"
         secret_file.write_text(self.operator_secret, encoding="utf-8")
+        mailbox_secret = self.directory / "pki" / "mailbox-password"
+        mailbox_secret.write_text(self.imap_password, encoding="utf-8")
         pki = self.pki
         tls = (
             f"ca_file = {_toml_string(pki.ca_cert)}\n"
@@ -174,6 +209,19 @@ max_delay = {max(self.retry_delay * 8, 1.0)}
 multiplier = 2
 jitter = 0.2
 
+[rules]
+request_mdn = {"true" if self.request_mdn else "false"}
+
+[mailbox]
+host = "{self.imap.host}"
+port = {self.imap.port}
+user = "{SENDER_MAILBOX}"
+password_file = {_toml_string(mailbox_secret)}
+folder = "INBOX"
+processed_folder = "{PROCESSED_FOLDER}"
+poll_seconds = {self.poll_seconds}
+timeout = 10
+{tls}
 [destinations.dmp]
 sender = "dmp"
 url = "{self.xds.url}"
@@ -200,10 +248,12 @@ receiving_facility = "CH-SIMULATION"
             [
                 f"DMP (XDS.b)        {self.xds.url}",
                 f"MSSanté (SMTP)     {self.smtp.host}:{self.smtp.port} (STARTTLS, client certificate)",
+                f"MSSanté (IMAP)     {self.imap.host}:{self.imap.port} (the lab's mailbox: DSN and MDN)",
                 f"MSSanté (API)      {self.operator.base_url}",
                 f"HL7 v2 (MLLP/TLS)  {self.mllp.host}:{self.mllp.port}",
                 f"configuration      {self.config_path}",
                 f"received messages  {self.directory / 'received'}",
                 f"try: crbio send --config {self.config_path} report.json",
+                f"then: crbio returns --config {self.config_path}; crbio journal --config {self.config_path}",
             ]
         )

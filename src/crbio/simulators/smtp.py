@@ -13,6 +13,19 @@ Faults are drawn once per transaction, at ``MAIL``: SERVER_ERROR answers ``421``
 closes the connection, REJECT answers ``550 5.1.1`` to ``RCPT``, BUSY answers ``451`` once the
 data is received (nothing is kept), DROP closes the connection instead of answering the data
 (nothing is kept), LATENCY delays the transaction.
+
+With a ``report_mailbox`` (an :class:`~crbio.simulators.imap.ImapSimulator` holding the
+sender's mailbox), it also plays the recipients' side the way an operator's MTA and the
+recipients' mail readers do, after accepting a message:
+
+- delivery status notifications (RFC 3464) as RFC 3461 asks: ``delivered`` when ``NOTIFY``
+  includes SUCCESS, ``failed`` with ``5.1.1`` for an address of ``unknown_recipients`` unless
+  ``NOTIFY=NEVER`` (failures are reported by default), with the ``ENVID`` as
+  ``Original-Envelope-Id``, and the original's headers (``RET=HDRS``, the default) or the
+  whole original (``RET=FULL``);
+- a ``displayed`` read receipt (RFC 8098) when the message asks for one with
+  ``Disposition-Notification-To`` and reached its recipient, for a share ``mdn_rate`` of
+  messages, ``mdn_delay`` seconds later.
 """
 
 from __future__ import annotations
@@ -23,16 +36,20 @@ import email.policy
 import itertools
 import json
 import logging
+import random
 import re
 import ssl
 import threading
-from collections.abc import Awaitable, Mapping
+import uuid
+from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.header import Header
 from email.message import EmailMessage
+from email.utils import format_datetime, parseaddr
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
@@ -40,6 +57,9 @@ from cryptography import x509
 
 from crbio.simulators.base import Fault, FaultPlan, server_tls_context
 from crbio.simulators.pki import TestPki
+
+if TYPE_CHECKING:
+    from crbio.simulators.imap import ImapSimulator
 
 __all__ = ["ReceivedMessage", "SmtpSimulator"]
 
@@ -50,6 +70,7 @@ MAX_MESSAGE_BYTES = 25 * 1024 * 1024  # what Mon espace santé accepts (ENS Mess
 _MAIL_DSN = {"RET", "ENVID"}
 _RCPT_DSN = {"NOTIFY", "ORCPT"}
 _XTEXT = re.compile(r"(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})+")
+REPORTING_HOST = "mta.simulation.mssante.fr"
 
 
 @dataclass(frozen=True)
@@ -294,6 +315,13 @@ class SmtpSimulator:
         users: SMTP AUTH user names and passwords; when given, AUTH is required as well.
         advertise_dsn: Offer the DSN extension (without it, DSN parameters get ``555``, as
             from a server that does not implement RFC 3461).
+        report_mailbox: The sender's mailbox, where delivery and read reports are put (none
+            are produced without it).
+        unknown_recipients: Addresses accepted at ``RCPT`` but then bounced (``5.1.1``), as
+            by an operator that checks its recipients after submission.
+        mdn_rate: The share of messages asking for a read receipt whose recipient sends one.
+        mdn_delay: Seconds between accepting a message and its read receipt arriving.
+        seed: Seed of the ``mdn_rate`` draws, for repeatable runs.
     """
 
     def __init__(
@@ -306,6 +334,11 @@ class SmtpSimulator:
         implicit_tls: bool = False,
         users: Mapping[str, str] | None = None,
         advertise_dsn: bool = True,
+        report_mailbox: ImapSimulator | None = None,
+        unknown_recipients: Iterable[str] = (),
+        mdn_rate: float = 1.0,
+        mdn_delay: float = 0.0,
+        seed: int | None = None,
     ) -> None:
         self.pki = pki
         self.faults = faults if faults is not None else FaultPlan()
@@ -314,6 +347,11 @@ class SmtpSimulator:
         self.implicit_tls = implicit_tls
         self.users = dict(users or {})
         self.advertise_dsn = advertise_dsn
+        self.report_mailbox = report_mailbox
+        self.unknown_recipients = {a.lower() for a in unknown_recipients}
+        self.mdn_rate = mdn_rate
+        self.mdn_delay = mdn_delay
+        self._random = random.Random(seed)
         self.host = "127.0.0.1"
         self._lock = threading.Lock()
         self._messages: list[ReceivedMessage] = []
@@ -436,7 +474,29 @@ class SmtpSimulator:
             }
             stem.with_suffix(".json").write_text(json.dumps(envelope, indent=2), encoding="utf-8")
         log.info("SMTP simulator queued %s%s", queue_id, " (duplicate)" if received.duplicate else "")
+        if self.report_mailbox is not None:
+            self._report(received, self.report_mailbox)
         return received
+
+    # -- the recipients' side ------------------------------------------------------------------
+
+    def _report(self, received: ReceivedMessage, mailbox: ImapSimulator) -> None:
+        """Put the delivery and read reports a real operator would send into the sender's mailbox."""
+        dsn = received.dsn_parameters
+        notify = set(dsn.get("NOTIFY", "FAILURE").upper().split(","))
+        delivered = [r for r in received.rcpt_tos if r.lower() not in self.unknown_recipients]
+        failed = [r for r in received.rcpt_tos if r.lower() in self.unknown_recipients]
+        lines = [("delivered", r) for r in delivered if "SUCCESS" in notify]
+        lines += [("failed", r) for r in failed if "FAILURE" in notify]
+        if lines and received.mail_from:
+            mailbox.append(_delivery_status(received, lines))
+        reader = parseaddr(str(received.message.get("Disposition-Notification-To", "") or ""))[1]
+        if reader and received.message_id:
+            for recipient in delivered:
+                with self._lock:
+                    chosen = self._random.random() < self.mdn_rate
+                if chosen:
+                    mailbox.append(_read_receipt(received, recipient, reader), delay=self.mdn_delay)
 
     @property
     def messages(self) -> list[ReceivedMessage]:
@@ -454,3 +514,109 @@ class SmtpSimulator:
         with self._lock:
             self._messages.clear()
             self._seen.clear()
+
+
+def _original_headers(raw: bytes) -> bytes:
+    end = raw.find(b"\r\n\r\n")
+    return raw if end < 0 else raw[: end + 2]
+
+
+def _report_message(
+    *, sender: str, to: str, subject: str, report_type: str, parts: list[tuple[str, bytes]], extra: str = ""
+) -> bytes:
+    """A multipart/report (RFC 6522) written out by hand, CRLF line ends."""
+    boundary = f"=_report_{uuid.uuid4().hex}"
+    encoded_subject = Header(subject, "utf-8").encode(linesep="\r\n")
+    head = (
+        f"From: {sender}\r\n"
+        f"To: <{to}>\r\n"
+        f"Subject: {encoded_subject}\r\n"
+        f"Date: {format_datetime(datetime.now(UTC))}\r\n"
+        f"Message-ID: <{uuid.uuid4().hex}@{REPORTING_HOST}>\r\n"
+        f"{extra}"
+        "Auto-Submitted: auto-replied\r\n"
+        "MIME-Version: 1.0\r\n"
+        f'Content-Type: multipart/report; report-type={report_type}; boundary="{boundary}"\r\n'
+        "\r\n"
+    ).encode("ascii")
+    body = b"".join(
+        f"--{boundary}\r\nContent-Type: {content_type}\r\n\r\n".encode("ascii")
+        + data.rstrip(b"\r\n")
+        + b"\r\n"
+        for content_type, data in parts
+    )
+    return head + body + f"--{boundary}--\r\n".encode("ascii")
+
+
+def _delivery_status(received: ReceivedMessage, lines: list[tuple[str, str]]) -> bytes:
+    """The DSN of one accepted message: one block per recipient line (action, address)."""
+    dsn = received.dsn_parameters
+    now = format_datetime(datetime.now(UTC))
+    fields = [f"Reporting-MTA: dns; {REPORTING_HOST}"]
+    if "ENVID" in dsn:
+        fields.append(f"Original-Envelope-Id: {dsn['ENVID']}")
+    fields.append(f"Arrival-Date: {format_datetime(received.received_at)}")
+    status = "\r\n".join(fields) + "\r\n"
+    for action, recipient in lines:
+        block = [f"Final-Recipient: rfc822; {recipient}"]
+        if "ORCPT" in dsn:
+            block.append(f"Original-Recipient: {dsn['ORCPT']}")
+        if action == "delivered":
+            block += ["Action: delivered", "Status: 2.0.0", "Diagnostic-Code: smtp; 250 2.0.0 Ok: delivered"]
+        else:
+            block += [
+                "Action: failed",
+                "Status: 5.1.1",
+                f"Diagnostic-Code: smtp; 550 5.1.1 <{recipient}>: Recipient address rejected: User unknown",
+            ]
+        block.append(f"Last-Attempt-Date: {now}")
+        status += "\r\n" + "\r\n".join(block) + "\r\n"
+    failed = any(action == "failed" for action, _ in lines)
+    human = (
+        "This is the mail system of the MSSante simulator.\r\n\r\n"
+        + (
+            "Your message could not be delivered to one or more recipients.\r\n"
+            if failed
+            else "Your message was delivered to its recipients.\r\n"
+        )
+    ).encode("ascii")
+    full = dsn.get("RET", "HDRS").upper() == "FULL"
+    original = (
+        ("message/rfc822", received.raw) if full else ("text/rfc822-headers", _original_headers(received.raw))
+    )
+    return _report_message(
+        sender=f"MAILER-DAEMON@{REPORTING_HOST}",
+        to=received.mail_from,
+        subject="Undelivered Mail Returned to Sender" if failed else "Successful Mail Delivery Report",
+        report_type="delivery-status",
+        parts=[
+            ("text/plain; charset=us-ascii", human),
+            ("message/delivery-status", status.encode("ascii")),
+            original,
+        ],
+    )
+
+
+def _read_receipt(received: ReceivedMessage, recipient: str, reader: str) -> bytes:
+    """The ``displayed`` MDN a recipient's mail reader sends back (RFC 8098)."""
+    original = f"<{received.message_id}>"
+    fields = (
+        "Reporting-UA: simulation-reader; crbio MSSante simulator\r\n"
+        f"Original-Recipient: rfc822; {recipient}\r\n"
+        f"Final-Recipient: rfc822; {recipient}\r\n"
+        f"Original-Message-ID: {original}\r\n"
+        "Disposition: automatic-action/MDN-sent-automatically; displayed\r\n"
+    )
+    human = b"The message sent on the date below has been displayed by its recipient.\r\n"
+    return _report_message(
+        sender=recipient,
+        to=reader,
+        subject="Accusé de lecture : " + str(received.message.get("Subject", "")),
+        report_type="disposition-notification",
+        parts=[
+            ("text/plain; charset=us-ascii", human),
+            ("message/disposition-notification", fields.encode("ascii")),
+            ("text/rfc822-headers", _original_headers(received.raw)),
+        ],
+        extra=f"In-Reply-To: {original}\r\nReferences: {original}\r\n",
+    )
