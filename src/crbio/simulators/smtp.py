@@ -46,7 +46,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.header import Header
 from email.message import EmailMessage
+from email.parser import BytesHeaderParser
 from email.utils import format_datetime, parseaddr
+from functools import cached_property
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -83,7 +85,8 @@ class ReceivedMessage:
         mail_options: ``MAIL FROM`` parameters as sent (``SIZE=…``, ``RET=HDRS``, ``ENVID=…``).
         rcpt_options: ``RCPT TO`` parameters as sent (``NOTIFY=SUCCESS,FAILURE``…).
         raw: The message bytes as received (CRLF line ends, dot-stuffing removed).
-        message: ``raw`` parsed.
+        headers: The message's headers, parsed when it arrived (the full parse, ``message``,
+            happens on first use: a server reads only the headers).
         message_id: Its ``Message-ID`` without angle brackets ("" when it has none).
         queue_id: The id given in the ``250`` reply.
         received_at: When the data was accepted (UTC).
@@ -97,13 +100,18 @@ class ReceivedMessage:
     mail_options: tuple[str, ...]
     rcpt_options: tuple[str, ...]
     raw: bytes
-    message: EmailMessage
+    headers: EmailMessage
     message_id: str
     queue_id: str
     received_at: datetime
     duplicate: bool
     client_certificate: str | None = None
     authenticated_as: str | None = None
+
+    @cached_property
+    def message(self) -> EmailMessage:
+        """``raw`` parsed completely (attachments included)."""
+        return email.message_from_bytes(self.raw, policy=email.policy.default)
 
     @property
     def dsn_parameters(self) -> dict[str, str]:
@@ -442,13 +450,14 @@ class SmtpSimulator:
 
     def _store(self, **fields: Any) -> ReceivedMessage:
         raw: bytes = fields["raw"]
-        parsed = email.message_from_bytes(raw, policy=email.policy.default)
-        message_id = str(parsed.get("Message-ID", "")).strip().strip("<>")
+        # Headers only: parsing megabytes of attachments in Python is the client's cost to bear.
+        headers = BytesHeaderParser(policy=email.policy.default).parsebytes(raw)
+        message_id = str(headers.get("Message-ID", "")).strip().strip("<>")
         now = datetime.now(UTC)
         with self._lock:
             queue_id = f"{next(self._queue_ids):010X}"
             received = ReceivedMessage(
-                message=parsed,
+                headers=headers,
                 message_id=message_id,
                 queue_id=queue_id,
                 received_at=now,
@@ -490,7 +499,7 @@ class SmtpSimulator:
         lines += [("failed", r) for r in failed if "FAILURE" in notify]
         if lines and received.mail_from:
             mailbox.append(_delivery_status(received, lines))
-        reader = parseaddr(str(received.message.get("Disposition-Notification-To", "") or ""))[1]
+        reader = parseaddr(str(received.headers.get("Disposition-Notification-To", "") or ""))[1]
         if reader and received.message_id:
             for recipient in delivered:
                 with self._lock:
@@ -611,7 +620,7 @@ def _read_receipt(received: ReceivedMessage, recipient: str, reader: str) -> byt
     return _report_message(
         sender=recipient,
         to=reader,
-        subject="Accusé de lecture : " + str(received.message.get("Subject", "")),
+        subject="Accusé de lecture : " + str(received.headers.get("Subject", "")),
         report_type="disposition-notification",
         parts=[
             ("text/plain; charset=us-ascii", human),
