@@ -116,9 +116,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     render.set_defaults(run=_render)
 
+    from crbio.cli.conformity import add_conformity_command
     from crbio.cli.dispatch import add_dispatch_commands
 
     add_dispatch_commands(commands)
+    add_conformity_command(commands)
     return parser
 
 
