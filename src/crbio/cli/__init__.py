@@ -116,11 +116,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     render.set_defaults(run=_render)
 
+    from crbio.cli.batch import add_batch_command
     from crbio.cli.conformity import add_conformity_command
     from crbio.cli.dispatch import add_dispatch_commands
 
     add_dispatch_commands(commands)
     add_conformity_command(commands)
+    add_batch_command(commands)
     return parser
 
 

@@ -1,0 +1,152 @@
+"""Find a batch's inputs: files, directories (recursively) and glob patterns, one at a time.
+
+The readers are chosen by file suffix in :data:`READERS`, the one place a new input format
+(HL7 v2 ORU, XML…) plugs in. In a directory, files of another suffix are ignored; a file
+named explicitly (or matched by a pattern) with an unknown suffix is an error entry, so the
+operator learns it was not converted.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from crbio.errors import InputError
+from crbio.input import load_report
+from crbio.model import Report
+
+__all__ = ["READERS", "Input", "count_inputs", "discover", "reader_for"]
+
+#: Input readers by lower-case file suffix: bytes in, report out (raising InputError).
+READERS: dict[str, Callable[[bytes], Report]] = {".json": load_report}
+
+_MAGIC = re.compile(r"[*?[]")
+
+
+@dataclass(frozen=True, slots=True)
+class Input:
+    """One input of a batch.
+
+    Attributes:
+        path: The file, as found (relative to the working directory when given so).
+        relative: Where its outputs go under OUTDIR, suffix included (``sub/report.json``):
+            the file's path relative to the directory or pattern base it was found under, or
+            its bare name when it was named explicitly.
+        error: Why it cannot be converted, when discovery already knows (missing file,
+            unknown suffix, pattern matching nothing).
+    """
+
+    path: Path
+    relative: PurePosixPath
+    error: InputError | None = None
+
+    @property
+    def output_stem(self) -> PurePosixPath:
+        """The outputs' path under OUTDIR without suffix: ``sub/report`` for ``sub/report.json``."""
+        return self.relative.with_name(Path(self.relative.name).stem)
+
+
+def reader_for(path: Path) -> Callable[[bytes], Report] | None:
+    """The reader of a file, chosen by its suffix, or None when crbio reads no such file."""
+    return READERS.get(path.suffix.lower())
+
+
+def _unsupported(path: Path) -> InputError:
+    known = ", ".join(sorted(READERS))
+    return InputError(
+        f"unsupported input type {path.suffix or '(no suffix)'!r}: crbio reads {known}",
+        code="input.unsupported",
+    )
+
+
+def _walk(directory: Path, base: Path, exclude: Path | None) -> Iterator[Input]:
+    """Files with a known suffix under ``directory``, depth first, in name order.
+
+    Hidden entries (a leading dot: temporary files, VCS folders) and ``exclude`` (the output
+    directory, when it lies inside an input directory) are left out; symbolic links to
+    directories are not followed, so a link cycle cannot loop. Only one directory listing
+    is held at a time.
+    """
+    try:
+        with os.scandir(directory) as scan:
+            entries = sorted((e for e in scan if not e.name.startswith(".")), key=lambda e: e.name)
+    except OSError as e:
+        error = InputError(f"folder cannot be read ({e.strerror})", code="input.unreadable")
+        yield Input(directory, PurePosixPath(directory.name), error)
+        return
+    for entry in entries:
+        path = Path(entry.path)
+        try:
+            is_dir = entry.is_dir(follow_symlinks=False)
+        except OSError:
+            is_dir = False
+        if is_dir:
+            if exclude is not None and path.resolve() == exclude:
+                continue
+            yield from _walk(path, base, exclude)
+        elif reader_for(path) is not None:
+            yield Input(path, PurePosixPath(path.relative_to(base).as_posix()))
+
+
+def _pattern_base(pattern: str) -> Path:
+    """The leading folders of a glob pattern that hold no wildcard: what matches are relative to."""
+    parts = Path(pattern).parts
+    literal = []
+    for part in parts[:-1]:
+        if _MAGIC.search(part):
+            break
+        literal.append(part)
+    return Path(*literal) if literal else Path()
+
+
+def _explicit(path: Path, relative: PurePosixPath) -> Input:
+    return Input(path, relative, None if reader_for(path) is not None else _unsupported(path))
+
+
+def discover(arguments: Iterable[str | Path], *, exclude: Path | None = None) -> Iterator[Input]:
+    """The inputs named by the command line's arguments, lazily, in argument order.
+
+    A directory gives its files with a known suffix, recursively; a file gives itself; an
+    argument that does not exist but holds ``*``, ``?`` or ``[`` is a glob pattern (``**``
+    spans folders) whose matches are taken as files or directories. ``exclude`` is a
+    directory never walked into (the output directory).
+    """
+    excluded = exclude.resolve() if exclude is not None else None
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir():
+            yield from _walk(path, path, excluded)
+        elif path.exists():
+            yield _explicit(path, PurePosixPath(path.name))
+        elif _MAGIC.search(str(argument)):
+            base = _pattern_base(str(argument))
+            matched = False
+            for match in glob.iglob(str(argument), recursive=True):
+                matched = True
+                found = Path(match)
+                if excluded is not None and found.resolve().is_relative_to(excluded):
+                    continue  # e.g. "**/*.json" must not read back the batch's own report
+                if found.is_dir():
+                    yield from _walk(found, base, excluded)
+                    continue
+                relative = os.path.relpath(found, base)
+                if relative.startswith(".."):
+                    relative = found.name
+                yield _explicit(found, PurePosixPath(Path(relative).as_posix()))
+            if not matched:
+                yield Input(
+                    path,
+                    PurePosixPath(path.name),
+                    InputError("no file matches this pattern", code="input.no-match"),
+                )
+        else:
+            yield Input(path, PurePosixPath(path.name), InputError("does not exist", code="input.missing"))
+
+
+def count_inputs(arguments: Iterable[str | Path], *, exclude: Path | None = None) -> int:
+    """How many entries :func:`discover` gives, counted without keeping them."""
+    return sum(1 for _ in discover(arguments, exclude=exclude))
