@@ -119,8 +119,10 @@ def _parser() -> argparse.ArgumentParser:
     from crbio.cli.batch import add_batch_command
     from crbio.cli.conformity import add_conformity_command
     from crbio.cli.dispatch import add_dispatch_commands
+    from crbio.cli.merge import add_merge_command
 
     add_dispatch_commands(commands)
+    add_merge_command(commands)
     add_conformity_command(commands)
     add_batch_command(commands)
     return parser

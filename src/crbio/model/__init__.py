@@ -3,7 +3,7 @@
 from crbio.model.actors import ExecutingLaboratory, Laboratory, Professional
 from crbio.model.common import Address, Code, InstanceIdentifier, PersonName, Quantity, Telecom
 from crbio.model.patient import IdentityStatus, Ins, LegalRepresentative, Oppositions, Patient, Sex
-from crbio.model.report import Confidentiality, DocumentInfo, Encounter, Masking, Report
+from crbio.model.report import Attachment, Confidentiality, DocumentInfo, Encounter, Masking, Report
 from crbio.model.results import (
     Battery,
     Chapter,
@@ -22,6 +22,7 @@ from crbio.model.results import (
 
 __all__ = [
     "Address",
+    "Attachment",
     "Battery",
     "Chapter",
     "Code",

@@ -13,6 +13,7 @@ from crbio.model.patient import Patient
 from crbio.model.results import Chapter, Observation, Specimen
 
 __all__ = [
+    "Attachment",
     "Confidentiality",
     "DocumentInfo",
     "Encounter",
@@ -82,6 +83,21 @@ class Encounter:
 
 
 @dataclass(frozen=True, slots=True)
+class Attachment:
+    """A document joined to the report as it was received, such as a subcontractor's PDF report.
+
+    It is written in a CR-BIO section of its own (FR-Resultats-de-laboratoire-de-biologie-de-
+    seconde-intention) and named in the PDF rendering. ``performed_by`` is the key of the
+    executing laboratory that issued it, when known.
+    """
+
+    title: str
+    data: bytes
+    media_type: str = "application/pdf"
+    performed_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Report:
     """A biologically validated report, as handed over by the lab information system (SGL)."""
 
@@ -100,6 +116,7 @@ class Report:
     prescribed_at: datetime | None = None
     conclusion: str | None = None
     comments: tuple[str, ...] = ()
+    attachments: tuple[Attachment, ...] = ()
 
     def observations(self) -> Iterator[Observation]:
         """Every result of the report, in document order."""

@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
-from crbio.model.common import Code, Quantity, display_unit, format_decimal
+from crbio.model.common import Code, InstanceIdentifier, Quantity, display_unit, format_decimal
 
 __all__ = [
     "Battery",
@@ -156,6 +156,7 @@ class Specimen:
     received_at: datetime | None = None
     label: str | None = None  # as printed, when it differs from the type's display name
     procedure: Code | None = None  # NABM act code of the collection, if any
+    identifier: InstanceIdentifier | None = None  # the specimen's own id (barcode), when known
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,7 +68,10 @@ def _render(
         "doc": doc,
         "template_ids": template_ids,
         "confidentiality_display": _CONFIDENTIALITY[report.document.confidentiality.value],
-        "service_start": min(s.received_at or s.collected_at for s in report.specimens),
+        # A report read from a CDA may name no specimen: the care context's start stands in.
+        "service_start": min(
+            (s.received_at or s.collected_at for s in report.specimens), default=report.encounter.start
+        ),
         "notices": _notices(report),
         "stylesheet_href": stylesheet_href,
         "pdf_base64": base64.b64encode(pdf).decode("ascii"),

@@ -6,6 +6,7 @@ value types, French display) is a filter or a global defined here.
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Sequence
 from decimal import Decimal
@@ -42,6 +43,11 @@ def derived_oid(base: str, purpose: str) -> str:
 def hl7_number(value: Decimal) -> str:
     """A decimal as HL7 writes it (point, written precision kept, no exponent)."""
     return format(value, "f")
+
+
+def b64(data: bytes) -> str:
+    """Bytes as base64 text, for a B64 observationMedia value."""
+    return base64.b64encode(data).decode("ascii")
 
 
 def value_type(value: object) -> str:
@@ -99,6 +105,7 @@ def environment() -> jinja2.Environment:
     env.filters.update(
         indent=indent,
         ts=hl7_ts,
+        b64=b64,
         fr_datetime=format_datetime,
         fr_date=format_date,
         hl7_number=hl7_number,

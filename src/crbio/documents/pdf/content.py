@@ -50,6 +50,8 @@ _RESULT_HEADINGS = ("Analyse", "Résultat", "", "Valeurs de référence", "Anté
 _AB_COLUMNS = ((12.0, 152.0), (164.0, 96.0), (260.0, 154.0))
 _AB_HEADINGS = ("Antibiotique", "CMI / résultat", "Interprétation")
 
+_ATTACHED = "Joint au compte rendu électronique (CDA) sous sa forme d\u2019origine."
+
 _Field = tuple[str, Sequence[Span]]
 _Decoration = Callable[[Painter, float, float, float], None]
 
@@ -560,6 +562,24 @@ class _Content:
                     space_before=4.0,
                 )
             )
+        if r.attachments:
+            # The attached documents travel in the CDA only: the PDF says what they are and where.
+            blocks.append(self.heading("Documents joints"))
+            for attachment in r.attachments:
+                text = attachment.title
+                if attachment.performed_by is not None:
+                    lab = r.executing_laboratory(attachment.performed_by)
+                    text += f" \u2014 émis par {lab.name} (FINESS\u00a0{lab.finess})"
+                blocks.append(
+                    _paragraph(
+                        [
+                            Span(text + "\n", s.body),
+                            Span(_ATTACHED, s.small),
+                        ],
+                        x=_PAD,
+                        space_after=2.0,
+                    )
+                )
         if r.comments:
             blocks.append(self.heading("Commentaires"))
             blocks += [_paragraph([Span(text, s.body)], x=_PAD, space_after=2.0) for text in r.comments]
