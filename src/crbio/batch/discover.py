@@ -21,8 +21,47 @@ from crbio.model import Report
 
 __all__ = ["READERS", "Input", "count_inputs", "discover", "reader_for"]
 
-#: Input readers by lower-case file suffix: bytes in, report out (raising InputError).
-READERS: dict[str, Callable[[bytes], Report]] = {".json": load_report}
+
+def _json(path: Path, raw: bytes) -> Report:
+    return load_report(raw)
+
+
+def _cda(path: Path, raw: bytes) -> Report:
+    from crbio.input.cda import read_cda
+
+    return read_cda(raw, label=path.name)
+
+
+def _oru(path: Path, raw: bytes) -> Report:
+    from crbio.input.hl7v2 import OruDefaults, read_oru
+
+    return read_oru(raw, label=path.name, defaults=OruDefaults.for_message(path))
+
+
+#: Input readers by lower-case file suffix: the file's path and bytes in, report out (raising
+#: InputError): crbio's JSON, a CR-BIO CDA R2 N3 (re-emitted as a new 2024.01 document), an
+#: HL7 v2 ORU^R01 (with the ``crbio-oru.toml`` beside it or named by ``$CRBIO_ORU_CONFIG``).
+READERS: dict[str, Callable[[Path, bytes], Report]] = {".json": _json, ".xml": _cda, ".hl7": _oru}
+
+
+def reader_settings(path: Path) -> bytes:
+    """What besides the file itself decides its report: the ORU configuration of a ``.hl7``.
+
+    The manifest hashes it with the input, so editing ``crbio-oru.toml`` redoes the messages
+    it applies to.
+    """
+    if path.suffix.lower() != ".hl7":
+        return b""
+    from crbio.input.hl7v2 import CONFIG_ENV, CONFIG_FILE
+
+    for candidate in (path.parent / CONFIG_FILE, Path(os.environ.get(CONFIG_ENV) or "")):
+        if candidate.name and candidate.is_file():
+            try:
+                return candidate.read_bytes()
+            except OSError:
+                return b""
+    return b""
+
 
 _MAGIC = re.compile(r"[*?[]")
 
@@ -50,7 +89,7 @@ class Input:
         return self.relative.with_name(Path(self.relative.name).stem)
 
 
-def reader_for(path: Path) -> Callable[[bytes], Report] | None:
+def reader_for(path: Path) -> Callable[[Path, bytes], Report] | None:
     """The reader of a file, chosen by its suffix, or None when crbio reads no such file."""
     return READERS.get(path.suffix.lower())
 

@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from crbio._files import write_atomically
-from crbio.batch.discover import reader_for
+from crbio.batch.discover import reader_for, reader_settings
 from crbio.batch.manifest import ManifestEntry
 from crbio.documents.build import Documents, build
 from crbio.documents.cda import DEFAULT_STYLESHEET_HREF
@@ -325,7 +325,7 @@ def process(task: Task) -> Outcome:
     digest: str | None = None
     try:
         raw = _read_input(path)
-        digest = _sha256(raw)
+        digest = _sha256(raw + reader_settings(path))
         reader = reader_for(path)
         if reader is None:
             raise InputError(f"unsupported input type {path.suffix!r}", code="input.unsupported")
@@ -336,7 +336,7 @@ def process(task: Task) -> Outcome:
             and _outputs_match(outdir, previous.outputs)
         ):
             _ensure_stylesheet((outdir / task.relative).parent, previous.stylesheet)
-            report = _resolved_as_built(reader(raw), previous) if task.need_report else None
+            report = _resolved_as_built(reader(path, raw), previous) if task.need_report else None
             return Outcome(
                 task.index,
                 "skipped",
@@ -348,7 +348,7 @@ def process(task: Task) -> Outcome:
                 report=report,
                 seconds=time.perf_counter() - start,
             )
-        documents = _build(reader(raw), task.relative, settings)
+        documents = _build(reader(path, raw), task.relative, settings)
         outputs = _write(documents, outdir, task.relative)
         created = documents.report.document.created_at
         assert created is not None
