@@ -101,6 +101,9 @@ def environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        # The templates are part of the installed package: a long batch must not pick up an
+        # edit made halfway through, and checking every file's mtime per render costs time.
+        auto_reload=False,
     )
     env.filters.update(
         indent=indent,
