@@ -475,3 +475,18 @@ def test_json_reports_carry_no_attachment_nor_specimen_identifier() -> None:
         report = load_report(path)
         assert report.attachments == ()
         assert all(s.identifier is None for s in report.specimens)
+
+
+def test_crbio_batch_reads_cda_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in ("01-biochimie.n3.xml", "03-ecbu.n3.xml"):
+        (inputs / name).write_bytes((SAMPLES / "output" / name).read_bytes())
+    (inputs / "an-n1.xml").write_bytes((SAMPLES / "output" / "01-biochimie.n1.xml").read_bytes())
+    status = main(["batch", str(inputs), "-o", str(tmp_path / "out"), "--progress", "log"])
+    capsys.readouterr()
+    assert status == 2  # the two N3 re-emitted; the N1 has no results to read
+    out = tmp_path / "out"
+    for stem in ("01-biochimie.n3", "03-ecbu.n3"):
+        assert (out / f"{stem}.n3.xml").is_file() and (out / f"{stem}.pdf").is_file()
+    assert not (tmp_path / "out" / "an-n1.n3.xml").exists()
