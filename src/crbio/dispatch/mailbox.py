@@ -34,7 +34,7 @@ from crbio.dispatch.config import DispatchConfig, MailboxSettings
 from crbio.dispatch.outbox import Outbox
 from crbio.dispatch.redaction import redact
 from crbio.dispatch.returns import RecordResult, ReportStatus, parse_report, record_report
-from crbio.dispatch.tls import read_secret, tls_context
+from crbio.dispatch.tls import CERTIFICATE_ALERTS, read_secret, tls_context
 from crbio.errors import ConfigurationError, DispatchError
 
 __all__ = ["KEYWORD_HANDLED", "KEYWORD_SKIPPED", "MailboxError", "ReturnsSummary", "collect_returns"]
@@ -47,17 +47,6 @@ _WHERE: Final = "mailbox"
 _CHUNK: Final = 200
 _FETCH_UID = re.compile(rb"\bUID (\d+)")
 _FETCH_SIZE = re.compile(rb"\bRFC822\.SIZE (\d+)")
-# TLS alerts that mean our certificate was refused: a person must fix it, retrying will not.
-_CLIENT_CERTIFICATE_ALERTS: Final = {
-    "TLSV1_ALERT_UNKNOWN_CA",
-    "TLSV1_ALERT_ACCESS_DENIED",
-    "TLSV13_ALERT_CERTIFICATE_REQUIRED",
-    "SSLV3_ALERT_BAD_CERTIFICATE",
-    "SSLV3_ALERT_CERTIFICATE_EXPIRED",
-    "SSLV3_ALERT_CERTIFICATE_REVOKED",
-    "SSLV3_ALERT_CERTIFICATE_UNKNOWN",
-    "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE",
-}
 
 
 class MailboxError(DispatchError):
@@ -193,7 +182,7 @@ class _Session:
                 code="config.certificate",
             ) from None
         except ssl.SSLError as error:
-            if error.reason in _CLIENT_CERTIFICATE_ALERTS:
+            if error.reason in CERTIFICATE_ALERTS:
                 raise ConfigurationError(
                     f"mailbox.client_cert: the IMAP server {self._endpoint} refused the client "
                     f"certificate ({error.reason})",

@@ -23,7 +23,24 @@ from cryptography.x509 import Certificate
 from crbio.dispatch.senders.base import SenderContext
 from crbio.errors import ConfigurationError
 
-__all__ = ["ClientCredential", "client_credential", "read_secret", "tls_context"]
+__all__ = ["CERTIFICATE_ALERTS", "ClientCredential", "client_credential", "read_secret", "tls_context"]
+
+#: TLS failures (``ssl.SSLError.reason``) that are about certificates, ours or the server's:
+#: fixing them takes a person, retrying will not.
+CERTIFICATE_ALERTS = frozenset(
+    {
+        "CERTIFICATE_VERIFY_FAILED",
+        "PEER_DID_NOT_RETURN_A_CERTIFICATE",
+        "TLSV1_ALERT_UNKNOWN_CA",
+        "TLSV1_ALERT_ACCESS_DENIED",
+        "TLSV13_ALERT_CERTIFICATE_REQUIRED",
+        "SSLV3_ALERT_BAD_CERTIFICATE",
+        "SSLV3_ALERT_CERTIFICATE_EXPIRED",
+        "SSLV3_ALERT_CERTIFICATE_REVOKED",
+        "SSLV3_ALERT_CERTIFICATE_UNKNOWN",
+        "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE",
+    }
+)
 
 
 def read_secret(

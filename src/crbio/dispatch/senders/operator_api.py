@@ -95,7 +95,7 @@ from crbio.dispatch.mssante import (
 )
 from crbio.dispatch.redaction import redact
 from crbio.dispatch.senders.base import Sender, SenderContext
-from crbio.dispatch.tls import read_secret, tls_context
+from crbio.dispatch.tls import CERTIFICATE_ALERTS, read_secret, tls_context
 from crbio.dispatch.xdm import ARCHIVE_NAME, build_xdm
 from crbio.errors import ConfigurationError, InputError, PermanentSendError, TransientSendError
 from crbio.identifiers import FINESS_OID, NATIONAL_PS_OID
@@ -137,20 +137,6 @@ _IDENTIFIER_TYPE_SYSTEM: Final = "http://terminology.hl7.org/CodeSystem/v2-0203"
 _GENDERS: Final = {"M": "male", "F": "female"}
 _DEFAULT_LIFETIME: Final = 300.0  # when a token answer has no expires_in
 _MAX_RETRY_AFTER: Final = 24 * 3600.0
-# TLS alerts that are about certificates (ours or the server's): fixing them takes a person.
-_CERTIFICATE_ALERTS: Final = frozenset(
-    {
-        "CERTIFICATE_VERIFY_FAILED",
-        "TLSV1_ALERT_UNKNOWN_CA",
-        "TLSV1_ALERT_ACCESS_DENIED",
-        "TLSV13_ALERT_CERTIFICATE_REQUIRED",
-        "SSLV3_ALERT_BAD_CERTIFICATE",
-        "SSLV3_ALERT_CERTIFICATE_EXPIRED",
-        "SSLV3_ALERT_CERTIFICATE_REVOKED",
-        "SSLV3_ALERT_CERTIFICATE_UNKNOWN",
-        "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE",
-    }
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,7 +394,7 @@ def _tls_problem(error: BaseException) -> str | None:
         seen.add(id(current))
         if isinstance(current, ssl.SSLCertVerificationError):
             return f"the operator's certificate was not accepted ({current.verify_message})"
-        if isinstance(current, ssl.SSLError) and (current.reason or "") in _CERTIFICATE_ALERTS:
+        if isinstance(current, ssl.SSLError) and (current.reason or "") in CERTIFICATE_ALERTS:
             return f"certificate refused ({current.reason})"
         current = current.__cause__ or current.__context__
     return None

@@ -24,7 +24,7 @@ from crbio.dispatch.delivery import Acknowledgement, Channel, Job
 from crbio.dispatch.mssante import compose, message_id
 from crbio.dispatch.redaction import redact
 from crbio.dispatch.senders.base import Sender, SenderContext, peer_closed
-from crbio.dispatch.tls import read_secret, tls_context
+from crbio.dispatch.tls import CERTIFICATE_ALERTS, read_secret, tls_context
 from crbio.errors import ConfigurationError, PermanentSendError, TransientSendError
 
 __all__ = ["SmtpSender"]
@@ -55,19 +55,6 @@ _KEYS = {
 # Shorter than the five minutes RFC 5321 §4.5.3.2.7 asks servers to wait for the next command.
 _KEEP_IDLE_SECONDS = 60.0
 _QUEUED = re.compile(r"queued as\s+<?([A-Za-z0-9._@-]+)>?", re.IGNORECASE)
-# TLS failures that are about certificates (ours or the server's): fixing them takes a person.
-_CERTIFICATE_ALERTS = {
-    "CERTIFICATE_VERIFY_FAILED",
-    "TLSV1_ALERT_UNKNOWN_CA",
-    "TLSV1_ALERT_ACCESS_DENIED",
-    "TLSV13_ALERT_CERTIFICATE_REQUIRED",
-    "SSLV3_ALERT_BAD_CERTIFICATE",
-    "SSLV3_ALERT_CERTIFICATE_EXPIRED",
-    "SSLV3_ALERT_CERTIFICATE_REVOKED",
-    "SSLV3_ALERT_CERTIFICATE_UNKNOWN",
-    "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE",
-    "PEER_DID_NOT_RETURN_A_CERTIFICATE",
-}
 
 
 def _flag(section: Mapping[str, Any], key: str, default: bool) -> bool:
@@ -362,7 +349,7 @@ class SmtpSender(Sender):
             ) from None
         if isinstance(error, ssl.SSLError):
             alert = error.reason or type(error).__name__
-            if alert in _CERTIFICATE_ALERTS:
+            if alert in CERTIFICATE_ALERTS:
                 reason = f"TLS: certificate refused during the handshake ({alert})"
                 log.warning("delivery %s: %s", key, reason)
                 raise PermanentSendError(
