@@ -1,4 +1,7 @@
-"""Atomic file writing: a reader never sees a partial file, a failure leaves nothing behind."""
+"""Input files read within a size limit; output files written atomically.
+
+A reader never sees a partial output file, and a failed write leaves nothing behind.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,26 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["write_atomically"]
+from crbio.errors import InputError
+
+__all__ = ["read_input", "write_atomically"]
+
+
+def read_input(path: str | Path, *, max_bytes: int) -> bytes:
+    """The bytes of an input file, refusing one above ``max_bytes`` before reading it.
+
+    Raises:
+        InputError: the file is too large (``input.too-large``) or cannot be read
+            (``input.unreadable``).
+    """
+    file = Path(path)
+    try:
+        size = file.stat().st_size
+        if size > max_bytes:
+            raise InputError(f"file too large ({size} bytes, at most {max_bytes})", code="input.too-large")
+        return file.read_bytes()
+    except OSError as e:
+        raise InputError(f"cannot be read ({e.strerror})", code="input.unreadable") from e
 
 
 def write_atomically(directory: Path, files: Mapping[str, bytes]) -> list[Path]:

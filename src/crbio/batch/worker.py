@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from crbio._files import write_atomically
+from crbio._files import read_input, write_atomically
 from crbio.batch.discover import reader_for, reader_settings
 from crbio.batch.manifest import ManifestEntry
 from crbio.documents.build import Documents, build
@@ -301,15 +301,10 @@ def _resolved_as_built(report: Report, previous: ManifestEntry) -> Report:
 
 
 def _read_input(path: Path) -> bytes:
+    from crbio.input.cda import MAX_CDA_BYTES
     from crbio.input.json_report import MAX_BYTES
 
-    try:
-        size = path.stat().st_size
-        if size > MAX_BYTES:
-            raise InputError(f"file too large ({size} bytes)", code="input.too-large")
-        return path.read_bytes()
-    except OSError as e:
-        raise InputError(f"cannot be read ({e.strerror})", code="input.unreadable") from e
+    return read_input(path, max_bytes=max(MAX_BYTES, MAX_CDA_BYTES))
 
 
 def process(task: Task) -> Outcome:

@@ -34,6 +34,7 @@ from typing import Final, Literal
 
 from lxml import etree
 
+from crbio._files import read_input
 from crbio._xml import parse_xml
 from crbio.errors import InputError
 from crbio.input.cda_common import HEADER_ERROR, HL7, Omission, Reading, child, children
@@ -215,16 +216,7 @@ def read_cda_file(path: str | Path) -> bytes:
     Raises:
         InputError: the file is too large or cannot be read.
     """
-    file = Path(path)
-    try:
-        size = file.stat().st_size
-        if size > MAX_CDA_BYTES:
-            raise InputError(
-                f"file too large ({size} bytes, at most {MAX_CDA_BYTES})", code="input.too-large"
-            )
-        return file.read_bytes()
-    except OSError as e:
-        raise InputError(f"cannot be read ({e.strerror})", code="input.unreadable") from e
+    return read_input(path, max_bytes=MAX_CDA_BYTES)
 
 
 def _open(data: bytes, label: str) -> tuple[Reading, str | None, bool]:

@@ -37,6 +37,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import hl7
 
+from crbio._files import read_input
 from crbio._hl7 import parse_hl7_time
 from crbio.codes import LOINC_OID, check_loinc, check_ucum
 from crbio.errors import ConfigurationError, InputError, InvalidReport, Problem
@@ -276,13 +277,7 @@ def load_oru(
         ConfigurationError: no configuration was given or found, or it is invalid.
     """
     file = Path(path)
-    try:
-        size = file.stat().st_size
-        if size > MAX_BYTES:
-            raise InputError(f"file too large ({size} bytes)", code="input.too-large")
-        data = file.read_bytes()
-    except OSError as e:
-        raise InputError(f"cannot be read ({e.strerror})", code="input.unreadable") from e
+    data = read_input(file, max_bytes=MAX_BYTES)
     settings = defaults if defaults is not None else OruDefaults.for_message(file)
     return read_oru(data, label=file.name, mapping=mapping, defaults=settings)
 

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import fastjsonschema
 import jsonschema
 
+from crbio._files import read_input
 from crbio._resources import data_path
 from crbio.codes import LOINC_OID, check_loinc, check_ucum, lookup
 from crbio.errors import InputError, InvalidReport, Problem
@@ -82,17 +83,7 @@ def load_report(source: str | Path | bytes) -> Report:
         InputError: the file cannot be read or is not JSON.
         InvalidReport: the JSON breaks the format or a rule; ``problems`` lists them all.
     """
-    if isinstance(source, bytes):
-        raw = source
-    else:
-        path = Path(source)
-        try:
-            size = path.stat().st_size
-            if size > MAX_BYTES:
-                raise InputError(f"file too large ({size} bytes)", code="input.too-large")
-            raw = path.read_bytes()
-        except OSError as e:
-            raise InputError(f"cannot be read ({e.strerror})", code="input.unreadable") from e
+    raw = source if isinstance(source, bytes) else read_input(source, max_bytes=MAX_BYTES)
     if len(raw) > MAX_BYTES:
         raise InputError(f"input too large ({len(raw)} bytes)", code="input.too-large")
     try:
