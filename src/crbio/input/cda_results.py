@@ -37,7 +37,7 @@ from datetime import datetime
 
 from lxml import etree
 
-from crbio.codes import LOINC_OID, check_loinc, check_ucum, lookup
+from crbio.codes import LOINC_OID, SNOMED_OID, check_loinc, check_ucum, lookup
 from crbio.input.cda_common import Reading, child, children, has_template, local_name, squeeze
 from crbio.model import (
     Attachment,
@@ -78,7 +78,6 @@ EXECUTING_LAB = "1.3.6.1.4.1.19376.1.3.3.1.7"
 COMMENT_ENTRY = "1.3.6.1.4.1.19376.1.5.3.1.4.2"
 ATTACHED_DOCUMENT = "1.2.250.1.213.1.1.3.18"
 ANTIBIOGRAM = "18769-0"
-SNOMED_CT = "2.16.840.1.113883.6.96"
 COMMENT_CODE = "48767-8"
 
 _CODED_TYPES = frozenset({"CD", "CE", "CV", "CO", "CS"})
@@ -444,9 +443,9 @@ class _BodyReader:
         organism = self.r.code(organism_node)
         if organism is None or organism_node is None:
             self.r.fail(organizer, "an isolate needs a coded organism (specimenPlayingEntity/code)")
-        if organism.system != SNOMED_CT:
+        if organism.system != SNOMED_OID:
             self.r.fail(
-                organism_node, f"an isolate's organism is coded in SNOMED CT ({SNOMED_CT}) in the model"
+                organism_node, f"an isolate's organism is coded in SNOMED CT ({SNOMED_OID}) in the model"
             )
         label = self.r.narrative(child(organism_node, "originalText")) or organism.display or organism.code
         if children(organism_node, "translation"):

@@ -39,7 +39,7 @@ import hl7
 
 from crbio._files import read_input
 from crbio._hl7 import parse_hl7_time
-from crbio.codes import LOINC_OID, check_loinc, check_ucum
+from crbio.codes import LOINC_OID, SNOMED_OID, check_loinc, check_ucum
 from crbio.errors import ConfigurationError, InputError, InvalidReport, Problem
 from crbio.identifiers import FINESS_OID, INS_OIDS, NATIONAL_PS_OID, check_oid
 from crbio.input.json_report import FORMAT, MAX_BYTES, report_from_mapping
@@ -64,8 +64,6 @@ log = logging.getLogger("crbio.input.hl7v2")
 CONFIG_FILE: Final = "crbio-oru.toml"
 #: An environment variable naming the configuration file, used when there is none beside the message.
 CONFIG_ENV: Final = "CRBIO_ORU_CONFIG"
-
-SNOMED_OID: Final = "2.16.840.1.113883.6.96"
 
 
 @dataclass(frozen=True, slots=True)

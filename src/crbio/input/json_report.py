@@ -23,7 +23,7 @@ import jsonschema
 
 from crbio._files import read_input
 from crbio._resources import data_path
-from crbio.codes import LOINC_OID, check_loinc, check_ucum, lookup
+from crbio.codes import LOINC_OID, SNOMED_OID, check_loinc, check_ucum, lookup
 from crbio.errors import InputError, InvalidReport, Problem
 from crbio.identifiers import check_finess, check_ins_matricule, check_oid, check_rpps
 from crbio.model import (
@@ -69,7 +69,6 @@ SCHEMA_FILE = "crbio-report-1.schema.json"
 #: Largest input file accepted: far above any real report, low enough to refuse a wrong file.
 MAX_BYTES = 64 * 1024 * 1024
 
-SNOMED_OID = "2.16.840.1.113883.6.96"
 _INSI_TRAIT = re.compile(r"[A-Z](?:[A-Z' -]*[A-Z'])?")
 _BIRTHPLACE = re.compile(r"(?:[0-9]{2}|2A|2B)[0-9]{3}")
 
