@@ -1093,3 +1093,13 @@ def test_an_impossible_date_time_gives_one_problem(field: str, mutate: Mutation)
     data = sample("01-biochimie.json")
     mutate(data)
     assert [(p.field, p.rule) for p in invalid(data).problems] == [(field, "datetime")]
+
+
+def test_what_the_volet_requires_of_the_biologist_and_a_subcontractor_is_required() -> None:
+    # Without them the documents pass the XSD but not the CI-SIS schematrons.
+    data = sample("06-sous-traitance.json")
+    del data["biologist"]["specialty"]
+    assert_problem(data, "$.biologist.specialty", "required")
+    data = sample("06-sous-traitance.json")
+    del data["executing_laboratories"][0]["practice_setting"]
+    assert_problem(data, "$.executing_laboratories[0].practice_setting", "required")
