@@ -323,6 +323,19 @@ def test_a_2021_document_migrated_as_its_next_version_passes_the_kit(ans_kit_n3:
     assert not n3.findings, n3.summary()
 
 
+def test_crbio_build_replace_original(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    example = EXAMPLES / "BIO-CR-BIO_2021.01_Microbiologie_V2.xml"
+    original = clinical_document(example.read_bytes())
+    for flags, version in (([], "1"), (["--replace-original"], "3")):
+        out = tmp_path / str(version)
+        assert main(["build", str(example), "-o", str(out), *flags]) == 0
+        root = clinical_document((out / example.with_suffix(".n3.xml").name).read_bytes())
+        assert root.find("h:versionNumber", NS).get("value") == version
+        same_set = root.find("h:setId", NS).get("root") == original.find("h:setId", NS).get("root")
+        assert same_set == bool(flags)
+    capsys.readouterr()
+
+
 # --- refusals: hostile, foreign, broken, unholdable -----------------------------------------------
 
 BILLION_LAUGHS = b"""<?xml version="1.0"?>

@@ -73,10 +73,11 @@ def _parser() -> argparse.ArgumentParser:
         "build",
         help="build the documents of validated reports",
         description="Build the CDA R2 N3, the PDF/A-1b and the CDA R2 N1 of each "
-        "report (crbio JSON format) into OUTDIR, as <name>.n3.xml, <name>.n1.xml "
-        "and <name>.pdf.",
+        "report into OUTDIR, as <name>.n3.xml, <name>.n1.xml and <name>.pdf. A report is "
+        "crbio JSON (.json), a CR-BIO CDA R2 N3 of the 2021.01, 2023.01 or 2024.01 volet (.xml, "
+        "re-emitted in 2024.01) or an HL7 v2.5 ORU^R01 (.hl7).",
     )
-    build.add_argument("inputs", nargs="*", type=Path, metavar="REPORT.json")
+    build.add_argument("inputs", nargs="*", type=Path, metavar="REPORT")
     build.add_argument("--samples", action="store_true", help="build the sample reports bundled with crbio")
     build.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR")
     build.add_argument(
@@ -90,6 +91,12 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="DIR",
         help="also check the documents with the official ANS kit (TestContenuCDA) in DIR",
+    )
+    build.add_argument(
+        "--replace-original",
+        action="store_true",
+        help="for a CR-BIO CDA input: emit the next version of that document (same set id, version + 1, "
+        "relatedDocument RPLC), so a DMP replaces it, instead of a new document",
     )
     build.set_defaults(run=_build)
 
@@ -158,7 +165,8 @@ def _build(args: argparse.Namespace) -> int:
     for path in inputs:
         try:
             # With the kit, the full validation below replaces build's own XSD + rules check.
-            documents = build(load_report(path), stylesheet_href=args.stylesheet, validate=kit is None)
+            report = load_report(path, ids="replace" if args.replace_original else "new")
+            documents = build(report, stylesheet_href=args.stylesheet, validate=kit is None)
             if kit is not None:
                 for kind, data in (("n3", documents.n3), ("n1", documents.n1)):
                     outcome = validate_document(data, label=f"{path.name} {kind}", ans_kit=kit)
