@@ -8,11 +8,13 @@ a shared file, and are never logged.
 
 from __future__ import annotations
 
+import logging
 import os
 import ssl
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,8 @@ from cryptography.x509 import Certificate
 
 from crbio.dispatch.senders.base import SenderContext
 from crbio.errors import ConfigurationError
+
+log = logging.getLogger("crbio.dispatch.tls")
 
 __all__ = ["CERTIFICATE_ALERTS", "ClientCredential", "client_credential", "read_secret", "tls_context"]
 
@@ -105,6 +109,34 @@ class ClientCredential:
         return cert_path, key_path
 
 
+#: A credential expiring within this many days is announced at start-up, in time to renew it.
+EXPIRY_WARNING_DAYS = 30
+
+
+def _check_validity(certificate: Certificate, where: str) -> None:
+    """Refuse a certificate outside its validity period; warn when it expires soon."""
+    now = datetime.now(UTC)
+    not_before, not_after = certificate.not_valid_before_utc, certificate.not_valid_after_utc
+    if now < not_before:
+        raise ConfigurationError(
+            f"{where}: the certificate is not valid before {not_before:%Y-%m-%d %H:%M} UTC",
+            code="config.certificate",
+        )
+    if now > not_after:
+        raise ConfigurationError(
+            f"{where}: the certificate expired on {not_after:%Y-%m-%d %H:%M} UTC: renew it",
+            code="config.certificate",
+        )
+    left = not_after - now
+    if left < timedelta(days=EXPIRY_WARNING_DAYS):
+        log.warning(
+            "%s: the certificate expires on %s UTC (in %d days): renew it",
+            where,
+            f"{not_after:%Y-%m-%d}",
+            left.days,
+        )
+
+
 def client_credential(
     section: Mapping[str, Any], prefix: str, context: SenderContext, *, where: str, required: bool = False
 ) -> ClientCredential | None:
@@ -125,6 +157,7 @@ def client_credential(
                 raise ConfigurationError(
                     f"{where}.{prefix}_pkcs12: no key or certificate", code="config.certificate"
                 )
+            _check_validity(cert, f"{where}.{prefix}_pkcs12")
             return ClientCredential(cert, tuple(extra), key)
         if f"{prefix}_cert" in section:
             from cryptography.x509 import load_pem_x509_certificates
@@ -136,6 +169,7 @@ def client_credential(
                     f"{where}.{prefix}_key is required with {prefix}_cert", code="config.certificate"
                 )
             key = serialization.load_pem_private_key(context.path(key_file).read_bytes(), secret)
+            _check_validity(certs[0], f"{where}.{prefix}_cert")
             return ClientCredential(certs[0], tuple(certs[1:]), key)
     except OSError as exc:
         raise ConfigurationError(
