@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -99,3 +100,15 @@ def test_an_expired_pkcs12_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigurationError, match=r"^destinations\.dmp\.sign_pkcs12: the certificate expired"):
         client_credential({"sign_pkcs12": str(bundle)}, "sign", CONTEXT, where="destinations.dmp")
+
+
+def test_the_client_key_never_reaches_the_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A worker killed while loading its certificate must not leave the decrypted key behind.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    now = datetime.now(UTC)
+    section = pem_credential(
+        tmp_path, not_before=now - timedelta(days=1), not_after=now + timedelta(days=365)
+    )
+    tls_context(section, CONTEXT, where=WHERE)
+    assert not list((tmp_path / "tmp").iterdir())

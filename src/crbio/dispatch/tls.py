@@ -95,18 +95,13 @@ class ClientCredential:
     chain: tuple[Certificate, ...]
     private_key: Any  # a cryptography private key
 
-    def pem_files(self, directory: Path) -> tuple[Path, Path]:
-        """Write the chain and the key as PEM files (mode 0600) for APIs that only take paths."""
-        cert_path, key_path = directory / "client.crt", directory / "client.key"
-        pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (self.certificate, *self.chain))
+    def pem(self) -> tuple[bytes, bytes]:
+        """The certificate chain and the unencrypted private key, as PEM."""
+        chain = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (self.certificate, *self.chain))
         key = self.private_key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
-        for path, data in ((cert_path, pem), (key_path, key)):
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-        return cert_path, key_path
+        return chain, key
 
 
 #: A credential expiring within this many days is announced at start-up, in time to renew it.
@@ -205,7 +200,29 @@ def tls_context(
             ) from None
     credential = client_credential(section, client_prefix, context, where=where)
     if credential is not None:
-        with tempfile.TemporaryDirectory(prefix="crbio-tls-") as tmp:
-            cert_path, key_path = credential.pem_files(Path(tmp))
-            tls.load_cert_chain(cert_path, key_path)
+        _load_cert_chain(tls, *credential.pem())
     return tls
+
+
+def _load_cert_chain(tls: ssl.SSLContext, chain: bytes, key: bytes) -> None:
+    # OpenSSL reads a client certificate only from files. Where the system allows it they are
+    # anonymous in-memory files, so the decrypted key never reaches a disk, even if the
+    # process is killed at this very moment; elsewhere, a private temporary directory.
+    if hasattr(os, "memfd_create"):
+        fds = [os.memfd_create("crbio-tls-chain"), os.memfd_create("crbio-tls-key")]
+        try:
+            for fd, data in zip(fds, (chain, key), strict=True):
+                with os.fdopen(os.dup(fd), "wb") as handle:
+                    handle.write(data)
+            tls.load_cert_chain(f"/proc/self/fd/{fds[0]}", f"/proc/self/fd/{fds[1]}")
+        finally:
+            for fd in fds:
+                os.close(fd)
+        return
+    with tempfile.TemporaryDirectory(prefix="crbio-tls-") as tmp:
+        paths = [Path(tmp) / "client.crt", Path(tmp) / "client.key"]
+        for path, data in zip(paths, (chain, key), strict=True):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+        tls.load_cert_chain(paths[0], paths[1])
