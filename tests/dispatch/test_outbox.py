@@ -1,8 +1,9 @@
 """The outbox and its workers: idempotent queuing, leases, retries, dead letters, the journal.
 
 The destination here is a scripted :class:`Sender` written for the test (the role httpx's
-MockTransport plays); the outbox, plan and worker are crbio's real code on a real SQLite file.
-The protocol senders are tested against the simulators elsewhere.
+MockTransport plays); the outbox, plan and worker are crbio's real code on a real SQLite file
+and, for each test that takes ``outbox_table``, again on a real PostgreSQL server (see
+``pg_server``). The protocol senders are tested against the simulators elsewhere.
 """
 
 from __future__ import annotations
@@ -28,10 +29,14 @@ from crbio.dispatch import (
     plan_dispatch,
 )
 from crbio.dispatch.api import delete, dispatch
+from crbio.dispatch.outbox_backends import open_outbox
 from crbio.documents.build import Documents, build
 from crbio.documents.context import BuildContext
 from crbio.errors import OutboxError, PermanentSendError, TransientSendError
 from crbio.model import Report
+
+# The PostgreSQL server and the per-backend outbox table (a dispatch conftest would shadow the root one).
+pytest_plugins = ["pg_server"]
 
 Outcome = Callable[[Job], Acknowledgement]
 
@@ -82,7 +87,7 @@ def crash(job: Job) -> Acknowledgement:
     raise RuntimeError("sender bug")
 
 
-def make_config(tmp_path: Path, **retry: Any) -> DispatchConfig:
+def make_config(outbox: Callable[..., dict[str, Any]], **retry: Any) -> DispatchConfig:
     return DispatchConfig.from_mapping(
         {
             "laboratory": {
@@ -90,7 +95,7 @@ def make_config(tmp_path: Path, **retry: Any) -> DispatchConfig:
                 "name": "Laboratoire des Charmes",
                 "oid": "1.2.250.1.999.1",
             },
-            "outbox": {"path": str(tmp_path / "outbox.sqlite"), "lease_seconds": 30},
+            "outbox": outbox(lease_seconds=30),
             "retry": {"initial_delay": 0.01, "max_delay": 0.05, "max_attempts": 4, **retry},
             "destinations": {"dmp": {}, "mssante": {}, "hl7v2": {"name": "pfi"}},
         }
@@ -111,27 +116,32 @@ def worker(config: DispatchConfig, destination: ScriptedDestination, **kwargs: A
     return Worker(config, senders={c: destination for c in Channel}, **kwargs)
 
 
-def test_queuing_is_idempotent_and_keeps_the_suppressions(tmp_path: Path, documents: Documents) -> None:
-    config = make_config(tmp_path)
+def test_queuing_is_idempotent_and_keeps_the_suppressions(
+    tmp_path: Path, outbox_table: Callable[..., dict[str, Any]], documents: Documents
+) -> None:
+    config = make_config(outbox_table)
     first = dispatch(documents, config)
     assert len(first.queued) == 4 and not first.already_queued
     again = dispatch(documents, config)
     assert not again.queued and set(again.already_queued) == set(first.queued)
-    with Outbox(config.outbox_path) as outbox:
+    with open_outbox(config) as outbox:
         assert outbox.counts() == {"queued": 4}
         assert outbox.document(documents.document_id) == (documents.n3, documents.pdf)
 
 
 def test_a_worker_delivers_and_the_journal_tells_who_got_what(
-    tmp_path: Path, documents: Documents, destination: ScriptedDestination
+    tmp_path: Path,
+    outbox_table: Callable[..., dict[str, Any]],
+    documents: Documents,
+    destination: ScriptedDestination,
 ) -> None:
-    config = make_config(tmp_path)
+    config = make_config(outbox_table)
     result = dispatch(documents, config)
     with worker(config, destination) as w:
         stats = w.run(drain=True)
     assert stats.acknowledged == 4 and len(destination.jobs) == 4
     assert {j.n3 for j in destination.jobs} == {documents.n3}
-    with Outbox(config.outbox_path) as outbox:
+    with open_outbox(config) as outbox:
         lines = outbox.transmissions(document_id=documents.document_id)
         assert {t.state for t in lines} == {"acknowledged"}
         assert {t.channel for t in lines} == {"dmp", "mssante", "hl7v2"}
@@ -142,15 +152,18 @@ def test_a_worker_delivers_and_the_journal_tells_who_got_what(
 
 
 def test_transient_failures_are_retried_with_backoff_then_acknowledged(
-    tmp_path: Path, documents: Documents, destination: ScriptedDestination
+    tmp_path: Path,
+    outbox_table: Callable[..., dict[str, Any]],
+    documents: Documents,
+    destination: ScriptedDestination,
 ) -> None:
-    config = make_config(tmp_path)
+    config = make_config(outbox_table)
     result = dispatch(documents, config)
     key = result.queued[0]
     destination.script[key] = [transient(), transient("HTTP 503")]
     with worker(config, destination) as w:
         w.run(drain=True)
-    with Outbox(config.outbox_path) as outbox:
+    with open_outbox(config) as outbox:
         events = [e["event"] for e in outbox.events(key)]
         assert events == [
             "queued",
@@ -167,66 +180,81 @@ def test_transient_failures_are_retried_with_backoff_then_acknowledged(
 
 
 def test_a_server_retry_after_hint_is_honoured(
-    tmp_path: Path, documents: Documents, destination: ScriptedDestination
+    tmp_path: Path,
+    outbox_table: Callable[..., dict[str, Any]],
+    documents: Documents,
+    destination: ScriptedDestination,
 ) -> None:
-    config = make_config(tmp_path)
+    config = make_config(outbox_table)
     key = dispatch(documents, config).queued[0]
     destination.script[key] = [transient("HTTP 429", retry_after=30)]
     with worker(config, destination) as w:
         w.run_once()
-    with Outbox(config.outbox_path) as outbox:
+    with open_outbox(config) as outbox:
         detail = outbox.events(key)[2]["detail"]
         assert detail["retry_in"] >= 30
         assert outbox.next_due() is not None and outbox.next_due() > time.time() + 25  # type: ignore[operator]
 
 
 def test_permanent_failures_go_to_the_dead_letter_with_the_reason(
-    tmp_path: Path, documents: Documents, destination: ScriptedDestination
+    tmp_path: Path,
+    outbox_table: Callable[..., dict[str, Any]],
+    documents: Documents,
+    destination: ScriptedDestination,
 ) -> None:
-    config = make_config(tmp_path)
+    config = make_config(outbox_table)
     key = dispatch(documents, config).queued[0]
     destination.script[key] = [permanent("XDSUnknownPatientId")]
     with worker(config, destination) as w:
         stats = w.run(drain=True)
     assert stats.dead == 1 and stats.acknowledged == 3
-    with Outbox(config.outbox_path) as outbox:
+    with open_outbox(config) as outbox:
         dead = outbox.transmissions(state="dead")
         assert len(dead) == 1 and dead[0].last_error == "dispatch.permanent: XDSUnknownPatientId"
         assert dead[0].attempts == 1 and dead[0].dead_at
 
 
 def test_retries_end_after_max_attempts(
-    tmp_path: Path, documents: Documents, destination: ScriptedDestination
+    tmp_path: Path,
+    outbox_table: Callable[..., dict[str, Any]],
+    documents: Documents,
+    destination: ScriptedDestination,
 ) -> None:
-    config = make_config(tmp_path, max_attempts=3)
+    config = make_config(outbox_table, max_attempts=3)
     key = dispatch(documents, config).queued[0]
     destination.script[key] = [transient()] * 5
     with worker(config, destination) as w:
         w.run(drain=True)
-    with Outbox(config.outbox_path) as outbox:
+    with open_outbox(config) as outbox:
         (dead,) = outbox.transmissions(state="dead")
         assert dead.attempts == 3 and dead.last_error.startswith("gave up after 3 attempts")  # type: ignore[union-attr]
 
 
 def test_a_sender_bug_does_not_lose_the_delivery(
-    tmp_path: Path, documents: Documents, destination: ScriptedDestination
+    tmp_path: Path,
+    outbox_table: Callable[..., dict[str, Any]],
+    documents: Documents,
+    destination: ScriptedDestination,
 ) -> None:
-    config = make_config(tmp_path)
+    config = make_config(outbox_table)
     key = dispatch(documents, config).queued[0]
     destination.script[key] = [crash]
     with worker(config, destination) as w:
         w.run(drain=True)
-    with Outbox(config.outbox_path) as outbox:
+    with open_outbox(config) as outbox:
         assert outbox.states([key]) == {key: "acknowledged"}
         assert outbox.events(key)[2]["detail"]["reason"] == "dispatch.sender-bug: RuntimeError"
 
 
 def test_an_expired_lease_is_reclaimed_in_doubt_and_not_sent_twice(
-    tmp_path: Path, documents: Documents, destination: ScriptedDestination
+    tmp_path: Path,
+    outbox_table: Callable[..., dict[str, Any]],
+    documents: Documents,
+    destination: ScriptedDestination,
 ) -> None:
-    config = make_config(tmp_path)
+    config = make_config(outbox_table)
     dispatch(documents, config)
-    with Outbox(config.outbox_path, lease_seconds=0.05) as dying:
+    with open_outbox(config, lease_seconds=0.05) as dying:
         (claim,) = dying.claim("dead-worker", limit=1)
     time.sleep(0.1)  # the worker "died" holding the lease; the lease expires
     destination.already.add(claim.delivery.key)  # it had reached the destination
@@ -234,7 +262,7 @@ def test_an_expired_lease_is_reclaimed_in_doubt_and_not_sent_twice(
         stats = w.run(drain=True)
     assert stats.recovered == 1 and stats.acknowledged == 4
     assert claim.delivery.key not in {j.key for j in destination.jobs}
-    with Outbox(config.outbox_path) as outbox:
+    with open_outbox(config) as outbox:
         events = outbox.events(claim.delivery.key)
         assert [e["event"] for e in events] == ["queued", "sending", "sending", "recovered"]
         assert events[2]["detail"] == {"in_doubt": True}
@@ -244,16 +272,17 @@ def test_an_expired_lease_is_reclaimed_in_doubt_and_not_sent_twice(
 
 def test_a_replacement_waits_for_the_delivery_of_the_version_it_replaces(
     tmp_path: Path,
+    outbox_table: Callable[..., dict[str, Any]],
     sample_report: Callable[[str], Report],
     context: BuildContext,
     destination: ScriptedDestination,
 ) -> None:
-    config = make_config(tmp_path)
+    config = make_config(outbox_table)
     v1 = build(sample_report("08a-diabete-v1.json"), context=context, validate=False)
     v2 = build(sample_report("08b-diabete-v2.json"), context=context, validate=False)
     first = dispatch(v1, config)
     second = dispatch(v2, config)
-    with Outbox(config.outbox_path) as outbox:
+    with open_outbox(config) as outbox:
         claimed = outbox.claim("w", limit=100)
         assert {c.delivery.key for c in claimed} == set(first.queued)
         for claim in claimed:
@@ -261,10 +290,12 @@ def test_a_replacement_waits_for_the_delivery_of_the_version_it_replaces(
         assert {c.delivery.key for c in outbox.claim("w", limit=100)} == set(second.queued)
 
 
-def test_concurrent_claims_never_overlap(tmp_path: Path, documents: Documents, sample_report: Any) -> None:
-    config = make_config(tmp_path)
+def test_concurrent_claims_never_overlap(
+    tmp_path: Path, outbox_table: Callable[..., dict[str, Any]], documents: Documents, sample_report: Any
+) -> None:
+    config = make_config(outbox_table)
     plan = plan_dispatch(documents.report, config)
-    with Outbox(config.outbox_path) as outbox:
+    with open_outbox(config) as outbox:
         outbox.store_document(
             document_id=documents.document_id,
             set_id="1.2.3",
@@ -288,7 +319,7 @@ def test_concurrent_claims_never_overlap(tmp_path: Path, documents: Documents, s
     claimed: list[list[int]] = [[] for _ in range(4)]
 
     def claim_all(slot: int) -> None:
-        with Outbox(config.outbox_path) as own:
+        with open_outbox(config) as own:
             while batch := own.claim(f"w{slot}", limit=3):
                 claimed[slot].extend(c.row_id for c in batch)
 
@@ -302,9 +333,12 @@ def test_concurrent_claims_never_overlap(tmp_path: Path, documents: Documents, s
 
 
 def test_deletion_is_queued_for_every_acknowledged_recipient(
-    tmp_path: Path, documents: Documents, destination: ScriptedDestination
+    tmp_path: Path,
+    outbox_table: Callable[..., dict[str, Any]],
+    documents: Documents,
+    destination: ScriptedDestination,
 ) -> None:
-    config = make_config(tmp_path)
+    config = make_config(outbox_table)
     dispatch(documents, config)
     with worker(config, destination) as w:
         w.run(drain=True)
@@ -331,7 +365,7 @@ def test_a_database_that_is_not_an_outbox_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_corrupted_outbox_is_detected_at_start(tmp_path: Path, documents: Documents) -> None:
-    config = make_config(tmp_path)
+    config = make_config(lambda **more: {"path": str(tmp_path / "outbox.sqlite"), **more})
     dispatch(documents, config)
     data = bytearray(config.outbox_path.read_bytes())
     # Overwrite the middle of the file (table pages), keeping the header readable.
@@ -340,4 +374,4 @@ def test_a_corrupted_outbox_is_detected_at_start(tmp_path: Path, documents: Docu
     for suffix in ("-wal", "-shm"):
         Path(str(config.outbox_path) + suffix).unlink(missing_ok=True)
     with pytest.raises(OutboxError):
-        Outbox(config.outbox_path)
+        open_outbox(config)

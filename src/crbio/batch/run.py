@@ -103,6 +103,8 @@ class BatchOptions:
 
     def to_dict(self) -> dict[str, Any]:
         """The options as the report lists them."""
+        from crbio.dispatch.outbox_backends import outbox_identity
+
         return {
             "outdir": str(self.outdir),
             "jobs": self.jobs,
@@ -110,7 +112,7 @@ class BatchOptions:
             "stylesheet": self.stylesheet,
             "ans_kit": str(self.ans_kit) if self.ans_kit else None,
             "send": self.send is not None,
-            "outbox": str(self.send.outbox_path) if self.send is not None else None,
+            "outbox": outbox_identity(self.send) if self.send is not None else None,
         }
 
 
@@ -453,10 +455,10 @@ class _Batch:
             self.manifest = Manifest(self.outdir)
             try:
                 if options.send is not None:
-                    from crbio.dispatch import Outbox
+                    from crbio.dispatch.outbox_backends import open_outbox, outbox_identity
 
-                    self.outbox = Outbox(options.send.outbox_path, lease_seconds=options.send.lease_seconds)
-                    self.outbox_key = str(options.send.outbox_path.resolve())
+                    self.outbox = open_outbox(options.send)
+                    self.outbox_key = outbox_identity(options.send)
                 self.report = ReportWriter(self.outdir, options.to_dict())
                 return self._loop(start)
             finally:

@@ -92,6 +92,7 @@ def add_batch_command(commands: Any) -> None:
 
 def _batch(args: argparse.Namespace) -> int:
     from crbio.batch import BatchOptions, default_jobs, run_batch
+    from crbio.dispatch.outbox_backends import outbox_identity
 
     if args.jobs is None:
         args.jobs = default_jobs()
@@ -138,7 +139,8 @@ def _batch(args: argparse.Namespace) -> int:
     print(f"batch: {result.total} inputs in {result.elapsed:.1f} s ({rate:.1f}/s): {counts}")
     if config is not None:
         print(
-            f"outbox: {result.queued} deliveries queued in {config.outbox_path}; `crbio worker` delivers them"
+            f"outbox: {result.queued} deliveries queued in {outbox_identity(config)}; "
+            "`crbio worker` delivers them"
         )
     print(f"report: {result.report_path}")
     return result.exit_status

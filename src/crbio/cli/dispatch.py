@@ -365,7 +365,7 @@ _JOURNAL_COLUMNS = (
 
 
 def _journal(args: argparse.Namespace) -> int:
-    from crbio.dispatch import Outbox
+    from crbio.dispatch.outbox_backends import open_outbox
 
     config = _config(args)
     since = None
@@ -378,7 +378,7 @@ def _journal(args: argparse.Namespace) -> int:
             ) from None
         if since.tzinfo is None:
             since = since.replace(tzinfo=UTC)
-    with Outbox(config.outbox_path) as outbox:
+    with open_outbox(config) as outbox:
         if args.suppressed:
             rows: list[dict[str, Any]] = outbox.suppressions(args.document)
             columns: tuple[str, ...] = (

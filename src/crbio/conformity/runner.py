@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from crbio.conformity.pictures import first_page_png
 from crbio.conformity.scenario import ReportSpec, Scenario, Step, report_json
-from crbio.dispatch import DispatchConfig, Outbox, Plan, Transmission, delete, deliver, dispatch
+from crbio.dispatch import DispatchConfig, Plan, Transmission, delete, deliver, dispatch
+from crbio.dispatch.outbox_backends import open_outbox
 from crbio.documents.build import Documents, build
 from crbio.errors import ConfigurationError, CrbioError
 from crbio.presentation import render_html
@@ -315,7 +316,7 @@ def _run_step(
             if drawn:
                 run.faults_drawn[server] = drawn
             plan.clear()  # a fault the step did not use must not fall on the next step
-    with Outbox(config.outbox_path, lease_seconds=config.lease_seconds) as outbox:
+    with open_outbox(config) as outbox:
         wanted = set(run.keys)
         run.transmissions = [t for t in outbox.transmissions() if t.key in wanted]
         run.events = {key: outbox.events(key) for key in run.keys}

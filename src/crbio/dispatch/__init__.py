@@ -12,6 +12,7 @@ from crbio.dispatch.config import DispatchConfig, RetryPolicy, RoutingRules
 from crbio.dispatch.delivery import Acknowledgement, Action, Channel, Delivery, Job, Recipient, RecipientKind
 from crbio.dispatch.mailbox import MailboxError, ReturnsSummary, collect_returns
 from crbio.dispatch.outbox import Outbox, Transmission
+from crbio.dispatch.outbox_backends import open_outbox
 from crbio.dispatch.plan import Plan, Suppressed, plan_deletion, plan_dispatch
 from crbio.dispatch.senders.base import Sender, SenderContext
 from crbio.dispatch.worker import Worker, run_workers
@@ -41,6 +42,7 @@ __all__ = [
     "delete",
     "deliver",
     "dispatch",
+    "open_outbox",
     "plan_deletion",
     "plan_dispatch",
     "run_workers",

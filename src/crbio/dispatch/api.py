@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from crbio.dispatch.config import DispatchConfig
 from crbio.dispatch.delivery import Action, Channel, Delivery
 from crbio.dispatch.outbox import Outbox
+from crbio.dispatch.outbox_backends import open_outbox
 from crbio.dispatch.plan import Plan, plan_deletion, plan_dispatch
 from crbio.dispatch.worker import Worker, WorkerStats
 from crbio.documents.build import Documents
@@ -76,7 +77,7 @@ def dispatch(documents: Documents, config: DispatchConfig, *, outbox: Outbox | N
         OutboxError: the outbox database is unusable.
     """
     own = outbox is None
-    box = outbox or Outbox(config.outbox_path, lease_seconds=config.lease_seconds)
+    box = outbox or open_outbox(config)
     try:
         report = documents.report
         doc = report.document
@@ -105,7 +106,7 @@ def delete(document_id: str, config: DispatchConfig, *, outbox: Outbox | None = 
         DispatchError: the outbox has no record of that document.
     """
     own = outbox is None
-    box = outbox or Outbox(config.outbox_path, lease_seconds=config.lease_seconds)
+    box = outbox or open_outbox(config)
     try:
         version = box.document_version(document_id)
         if version is None:

@@ -14,7 +14,9 @@
     dmp_homologation = "..."    # CNDA homologation number
 
     [outbox]
-    path = "crbio-outbox.sqlite"
+    backend = "sqlite"          # or "postgresql": workers on several machines share one outbox
+    path = "crbio-outbox.sqlite"    # sqlite only
+    # dsn_file = "outbox.dsn"   # postgresql only: the libpq connection string (a secret: dsn_file or dsn_env)
     lease_seconds = 120
 
     [retry]                     # exponential backoff with jitter for retryable failures
@@ -60,6 +62,7 @@ from typing import Any
 from crbio import __version__
 from crbio.dispatch.delivery import Channel
 from crbio.dispatch.senders.base import SenderContext
+from crbio.dispatch.tls import read_secret
 from crbio.errors import ConfigurationError
 
 __all__ = [
@@ -166,6 +169,8 @@ class DispatchConfig:
     context: SenderContext
     outbox_path: Path
     lease_seconds: float = 120.0
+    outbox_backend: str = "sqlite"  # "sqlite" or "postgresql"
+    outbox_dsn: str | None = field(default=None, repr=False)  # postgresql: it may hold a password
     retry: RetryPolicy = RetryPolicy()
     rules: RoutingRules = RoutingRules()
     destinations: Mapping[Channel, Destination] = field(default_factory=dict)
@@ -217,7 +222,8 @@ class DispatchConfig:
         _only(lab, "laboratory", {"finess", "name", "oid", "responsible_rpps", "responsible_name"})
         _only(software, "software", {"name", "version", "nil", "dmp_homologation"})
         outbox = _table(data, "outbox")
-        _only(outbox, "outbox", {"path", "lease_seconds"})
+        _only(outbox, "outbox", {"backend", "path", "dsn", "dsn_env", "dsn_file", "lease_seconds"})
+        backend, dsn = _outbox_backend(outbox, context)
         outbox_path = Path(
             _string(outbox, "outbox", "path", required=False) or "crbio-outbox.sqlite"
         ).expanduser()
@@ -263,11 +269,30 @@ class DispatchConfig:
             lease_seconds=float(
                 _number(outbox, "outbox", "lease_seconds") if "lease_seconds" in outbox else 120.0
             ),
+            outbox_backend=backend,
+            outbox_dsn=dsn,
             retry=retry,
             rules=RoutingRules(**rules_table),
             destinations=destinations,
             mailbox=_mailbox(data),
         )
+
+
+def _outbox_backend(outbox: Mapping[str, Any], context: SenderContext) -> tuple[str, str | None]:
+    """The outbox backend and, for PostgreSQL, its connection string (read like any secret)."""
+    backend = _string(outbox, "outbox", "backend", required=False) or "sqlite"
+    dsn_keys = sorted({"dsn", "dsn_env", "dsn_file"} & set(outbox))
+    if backend == "sqlite":
+        if dsn_keys:
+            raise ConfigurationError(
+                f'outbox.{dsn_keys[0]}: only for backend = "postgresql"', code="config.value"
+            )
+        return backend, None
+    if backend != "postgresql":
+        raise ConfigurationError('outbox.backend: must be "sqlite" or "postgresql"', code="config.value")
+    if "path" in outbox:
+        raise ConfigurationError('outbox.path: only for backend = "sqlite"', code="config.value")
+    return backend, read_secret(outbox, "dsn", where="outbox", context=context)
 
 
 def _folder(table: Mapping[str, Any], key: str, default: str | None) -> str | None:

@@ -32,6 +32,7 @@ from typing import Any, Final
 
 from crbio.dispatch.config import DispatchConfig, MailboxSettings
 from crbio.dispatch.outbox import Outbox
+from crbio.dispatch.outbox_backends import open_outbox
 from crbio.dispatch.redaction import redact
 from crbio.dispatch.returns import RecordResult, ReportStatus, parse_report, record_report
 from crbio.dispatch.tls import CERTIFICATE_ALERTS, read_secret, tls_context
@@ -459,7 +460,7 @@ def collect_returns(config: DispatchConfig, *, outbox: Outbox | None = None) -> 
     tls = tls_context(settings.settings, config.context, where=_WHERE)
     password = read_secret(settings.settings, "password", where=_WHERE, context=config.context) or ""
     own = outbox is None
-    box = outbox or Outbox(config.outbox_path, lease_seconds=config.lease_seconds)
+    box = outbox or open_outbox(config)
     try:
         with _Session(settings, tls, password) as session:
             summary = _collect(session, box)

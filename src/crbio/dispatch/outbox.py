@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from crbio.dispatch.delivery import Acknowledgement, Action, Channel, Delivery
-from crbio.dispatch.plan import Plan
+from crbio.dispatch.plan import Plan, Suppressed
 from crbio.errors import OutboxError
 
 __all__ = ["Claim", "Outbox", "Transmission", "new_worker_id"]
@@ -274,7 +274,7 @@ class Outbox:
                 event,
                 attempt,
                 worker,
-                None if detail is None else json.dumps(detail, ensure_ascii=False, sort_keys=True),
+                json_detail(detail),
             ),
         )
 
@@ -295,16 +295,8 @@ class Outbox:
         with self._transaction() as db:
             db.execute(
                 "INSERT OR IGNORE INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    document_id,
-                    set_id,
-                    version,
-                    replaces,
-                    json.dumps(list(confidentiality)),
-                    n3,
-                    pdf,
-                    _iso(self._clock()),
-                ),
+                (document_id, set_id, version, replaces, json.dumps(list(confidentiality)), n3, pdf)
+                + (_iso(self._clock()),),
             )
 
     def enqueue(self, plan: Plan, senders: Mapping[Channel, str]) -> tuple[list[str], list[str]]:
@@ -321,20 +313,7 @@ class Outbox:
                     """INSERT OR IGNORE INTO deliveries (key, document_id, version, channel, action,
                        recipient_kind, recipient, recipient_id, sender, delivery, state, due, queued_at)
                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)""",
-                    (
-                        d.key,
-                        d.document_id,
-                        d.version,
-                        d.channel.value,
-                        d.action.value,
-                        d.recipient.kind.value,
-                        d.recipient.address,
-                        d.recipient.identifier,
-                        senders[d.channel],
-                        d.to_json(),
-                        now,
-                        _iso(now),
-                    ),
+                    delivery_params(d, senders[d.channel], now),
                 )
                 if cursor.rowcount:
                     self._order_after_previous(d)
@@ -346,24 +325,16 @@ class Outbox:
                 db.execute(
                     "INSERT OR IGNORE INTO suppressions (document_id, version, channel, recipient, reason,"
                     " explanation, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        plan.document_id,
-                        plan.version,
-                        s.channel.value,
-                        s.recipient.address,
-                        s.reason,
-                        s.explanation,
-                        _iso(now),
-                    ),
+                    suppression_params(plan, s, now),
                 )
         return added, existing
 
     def _order_after_previous(self, delivery: Delivery) -> None:
         # A replacement or deletion must not overtake the delivery of the version it targets
         # to the same recipient (the DMP needs the earlier entry to exist): it waits for it.
-        if delivery.action is Action.SUBMIT:
+        target = previous_target(delivery)
+        if target is None:
             return
-        target = delivery.replaces if delivery.action is Action.REPLACE else delivery.document_id
         self._db.execute(
             """UPDATE deliveries SET after_key = (
                    SELECT key FROM deliveries WHERE document_id = ? AND channel = ? AND recipient = ?
@@ -429,7 +400,7 @@ class Outbox:
                 (
                     _iso(now),
                     ack.summary,
-                    json.dumps(dict(ack.detail), ensure_ascii=False, sort_keys=True),
+                    json_detail(dict(ack.detail)),
                     claim.row_id,
                     claim.worker,
                 ),
@@ -473,11 +444,7 @@ class Outbox:
                 "retry-scheduled" if state == "retrying" else "dead",
                 claim.attempt,
                 claim.worker,
-                {
-                    "reason": reason,
-                    **({"retry_in": round(retry_in, 3)} if state == "retrying" and retry_in else {}),
-                    **dict(detail or {}),
-                },
+                failure_detail(state, reason, retry_in, detail),
             )
         return state
 
@@ -539,8 +506,8 @@ class Outbox:
 
     def previous_ack(self, delivery: Delivery) -> dict[str, Any] | None:
         """For a replacement or deletion: the acknowledgement of the target version's send, if any."""
-        target = delivery.replaces if delivery.action is Action.REPLACE else delivery.document_id
-        if target is None or delivery.action is Action.SUBMIT:
+        target = previous_target(delivery)
+        if target is None:
             return None
         row = self._db.execute(
             """SELECT ack_detail FROM deliveries WHERE document_id = ? AND channel = ? AND recipient = ?
@@ -587,29 +554,7 @@ class Outbox:
             query += " AND state = ?"
             params.append(state)
         rows = self._db.execute(query + " ORDER BY id", params).fetchall()
-        return self._with_returns(
-            Transmission(
-                document_id=r["document_id"],
-                version=r["version"],
-                channel=r["channel"],
-                action=r["action"],
-                recipient_kind=r["recipient_kind"],
-                recipient=r["recipient"],
-                recipient_id=r["recipient_id"],
-                sender=r["sender"],
-                state=r["state"],
-                attempts=r["attempts"],
-                queued_at=r["queued_at"],
-                sent_at=r["sent_at"],
-                acknowledged_at=r["acknowledged_at"],
-                dead_at=r["dead_at"],
-                ack_summary=r["ack_summary"],
-                ack_detail=json.loads(r["ack_detail"]) if r["ack_detail"] else None,
-                last_error=r["last_error"],
-                key=r["key"],
-            )
-            for r in rows
-        )
+        return self._with_returns(transmission_from_row(r) for r in rows)
 
     def events(self, key: str) -> list[dict[str, Any]]:
         """The event trail of one delivery, oldest first."""
@@ -690,16 +635,7 @@ class Outbox:
                 (row["id"], report_id, kind, recipient, action, status, diagnostic, reported_at, _iso(now)),
             ).rowcount
             if added:
-                base = action.partition("/")[0]
-                if kind == "dsn" and action == "failed":
-                    event = "bounced"
-                elif kind == "mdn" and (action.endswith("/error") or base in {"denied", "failed"}):
-                    event = "rejected"
-                else:
-                    event = "delivery-status" if kind == "dsn" else "disposition"
-                detail = {"kind": kind, "action": action, "status": status, "reported_at": reported_at}
-                if diagnostic:
-                    detail["diagnostic"] = diagnostic
+                event, detail = return_event(kind, action, status, diagnostic, reported_at)
                 self._event(row["id"], event, row["attempts"], None, detail)
         return bool(added)
 
@@ -731,18 +667,123 @@ class Outbox:
             ):
                 report = dict(r)
                 found.setdefault(report.pop("key"), []).append(report)
-        result = []
-        for line in lines:
-            reports = found.get(line.key, [])
-            result.append(
-                replace(
-                    line,
-                    outcome=_outcome(line.state, reports),
-                    returns="; ".join(_return_summary(r) for r in reports) or None,
-                    return_reports=tuple(reports),
-                )
+        return with_reports(lines, found)
+
+
+def previous_target(delivery: Delivery) -> str | None:
+    """The document a replacement or deletion acts on (its earlier delivery comes first), else None."""
+    if delivery.action is Action.SUBMIT:
+        return None
+    return delivery.replaces if delivery.action is Action.REPLACE else delivery.document_id
+
+
+def delivery_params(d: Delivery, sender: str, now: float) -> tuple[Any, ...]:
+    """The values of a new ``deliveries`` row, in the order both backends' INSERT lists them."""
+    recipient = d.recipient
+    return (
+        d.key,
+        d.document_id,
+        d.version,
+        d.channel.value,
+        d.action.value,
+        recipient.kind.value,
+        recipient.address,
+        recipient.identifier,
+        sender,
+        d.to_json(),
+        now,
+        _iso(now),
+    )
+
+
+def suppression_params(plan: Plan, s: Suppressed, now: float) -> tuple[Any, ...]:
+    """The values of a ``suppressions`` row: who did not receive a plan's document, and why."""
+    when = _iso(now)
+    return (
+        plan.document_id,
+        plan.version,
+        s.channel.value,
+        s.recipient.address,
+        s.reason,
+        s.explanation,
+        when,
+    )
+
+
+def transmission_from_row(r: Mapping[str, Any]) -> Transmission:
+    """A journal line from a ``deliveries`` row (either backend), before its return reports."""
+    detail = r["ack_detail"]
+    return Transmission(
+        document_id=r["document_id"],
+        version=r["version"],
+        channel=r["channel"],
+        action=r["action"],
+        recipient_kind=r["recipient_kind"],
+        recipient=r["recipient"],
+        recipient_id=r["recipient_id"],
+        sender=r["sender"],
+        state=r["state"],
+        attempts=r["attempts"],
+        queued_at=r["queued_at"],
+        sent_at=r["sent_at"],
+        acknowledged_at=r["acknowledged_at"],
+        dead_at=r["dead_at"],
+        ack_summary=r["ack_summary"],
+        ack_detail=json.loads(detail) if detail else None,
+        last_error=r["last_error"],
+        key=r["key"],
+    )
+
+
+def with_reports(
+    lines: Iterable[Transmission], found: Mapping[str, list[dict[str, Any]]]
+) -> list[Transmission]:
+    """Journal lines completed with their return reports (by delivery key) and the outcome those make."""
+    result = []
+    for line in lines:
+        reports = found.get(line.key, [])
+        result.append(
+            replace(
+                line,
+                outcome=_outcome(line.state, reports),
+                returns="; ".join(_return_summary(r) for r in reports) or None,
+                return_reports=tuple(reports),
             )
-        return result
+        )
+    return result
+
+
+def failure_detail(
+    state: str, reason: str, retry_in: float | None, detail: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """The detail of a ``retry-scheduled`` or ``dead`` event."""
+    return {
+        "reason": reason,
+        **({"retry_in": round(retry_in, 3)} if state == "retrying" and retry_in else {}),
+        **dict(detail or {}),
+    }
+
+
+def return_event(
+    kind: str, action: str, status: str | None, diagnostic: str | None, reported_at: str | None
+) -> tuple[str, dict[str, Any]]:
+    """The journal event (name and detail) of one recorded return report line."""
+    base = action.partition("/")[0]
+    if kind == "dsn" and action == "failed":
+        event = "bounced"
+    elif kind == "mdn" and (action.endswith("/error") or base in {"denied", "failed"}):
+        event = "rejected"
+    else:
+        event = "delivery-status" if kind == "dsn" else "disposition"
+    detail: dict[str, Any] = {"kind": kind, "action": action, "status": status, "reported_at": reported_at}
+    if diagnostic:
+        detail["diagnostic"] = diagnostic
+    return event, detail
+
+
+def json_detail(detail: Any) -> str | None:
+    """An event or acknowledgement detail as stored: sorted JSON, or NULL."""
+    return None if detail is None else json.dumps(detail, ensure_ascii=False, sort_keys=True)
 
 
 def _outcome(state: str, reports: Sequence[Mapping[str, Any]]) -> str:

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 from crbio.dispatch.config import DispatchConfig
 from crbio.dispatch.delivery import Acknowledgement, Channel, Job
-from crbio.dispatch.outbox import Claim, Outbox, new_worker_id
+from crbio.dispatch.outbox import Claim, new_worker_id
+from crbio.dispatch.outbox_backends import open_outbox
 from crbio.dispatch.senders.base import Sender, load_sender
 from crbio.errors import ConfigurationError, CrbioError, SendError
 
@@ -53,7 +54,7 @@ class Worker:
     ) -> None:
         self.config = config
         self.worker_id = worker_id or new_worker_id()
-        self.outbox = Outbox(config.outbox_path, lease_seconds=config.lease_seconds)
+        self.outbox = open_outbox(config)
         self._senders: dict[str, Sender] = {}
         self._given = dict(senders or {})
         self.batch = batch
