@@ -496,7 +496,10 @@ def test_crbio_batch_reads_cda_inputs(tmp_path: Path, capsys: pytest.CaptureFixt
     for name in ("01-biochimie.n3.xml", "03-ecbu.n3.xml"):
         (inputs / name).write_bytes((SAMPLES / "output" / name).read_bytes())
     (inputs / "an-n1.xml").write_bytes((SAMPLES / "output" / "01-biochimie.n1.xml").read_bytes())
-    status = main(["batch", str(inputs), "-o", str(tmp_path / "out"), "--progress", "log"])
+    # A folder is not searched for CDA files (it may hold N1s and earlier outputs): a pattern is.
+    assert main(["batch", str(inputs), "-o", str(tmp_path / "none"), "--progress", "log"]) == 0
+    assert not list((tmp_path / "none").glob("*.n3.xml"))
+    status = main(["batch", str(inputs / "*.xml"), "-o", str(tmp_path / "out"), "--progress", "log"])
     capsys.readouterr()
     assert status == 2  # the two N3 re-emitted; the N1 has no results to read
     out = tmp_path / "out"

@@ -19,7 +19,7 @@ from crbio.errors import InputError
 from crbio.input import load_report
 from crbio.model import Report
 
-__all__ = ["READERS", "Input", "count_inputs", "discover", "reader_for"]
+__all__ = ["FOLDER_SUFFIXES", "READERS", "Input", "count_inputs", "discover", "reader_for"]
 
 
 def _json(path: Path, raw: bytes) -> Report:
@@ -42,6 +42,10 @@ def _oru(path: Path, raw: bytes) -> Report:
 #: InputError): crbio's JSON, a CR-BIO CDA R2 N3 (re-emitted as a new 2024.01 document), an
 #: HL7 v2 ORU^R01 (with the ``crbio-oru.toml`` beside it or named by ``$CRBIO_ORU_CONFIG``).
 READERS: dict[str, Callable[[Path, bytes], Report]] = {".json": _json, ".xml": _cda, ".hl7": _oru}
+
+#: The suffixes a folder is searched for. CDA files are read only when named or matched by a
+#: pattern: folders of XML usually hold other documents too (N1s, earlier outputs).
+FOLDER_SUFFIXES = frozenset({".json", ".hl7"})
 
 
 def reader_settings(path: Path) -> bytes:
@@ -103,7 +107,7 @@ def _unsupported(path: Path) -> InputError:
 
 
 def _walk(directory: Path, base: Path, exclude: Path | None) -> Iterator[Input]:
-    """Files with a known suffix under ``directory``, depth first, in name order.
+    """Files with a suffix of :data:`FOLDER_SUFFIXES` under ``directory``, depth first, in name order.
 
     Hidden entries (a leading dot: temporary files, VCS folders) and ``exclude`` (the output
     directory, when it lies inside an input directory) are left out; symbolic links to
@@ -127,7 +131,7 @@ def _walk(directory: Path, base: Path, exclude: Path | None) -> Iterator[Input]:
             if exclude is not None and path.resolve() == exclude:
                 continue
             yield from _walk(path, base, exclude)
-        elif reader_for(path) is not None:
+        elif path.suffix.lower() in FOLDER_SUFFIXES:
             yield Input(path, PurePosixPath(path.relative_to(base).as_posix()))
 
 

@@ -25,8 +25,9 @@ def add_batch_command(commands: Any) -> None:
     batch = commands.add_parser(
         "batch",
         help="convert many reports at once, with a process pool; a re-run skips what is done",
-        description="Build the documents of every report found in INPUT (files, folders searched "
-        "recursively for *.json, or quoted glob patterns such as 'in/**/*.json') into OUTDIR, "
+        description="Build the documents of every report found in INPUT (files: crbio JSON, CR-BIO "
+        "CDA .xml, HL7 v2 .hl7; folders searched recursively for *.json and *.hl7; or quoted glob "
+        "patterns such as 'in/**/*.json' or 'cda/*.xml') into OUTDIR, "
         "mirroring the folders: in/a/r.json gives OUTDIR/a/r.n3.xml, r.n1.xml and r.pdf. A bad "
         "input is reported and the batch goes on; OUTDIR/batch-report.json lists every input "
         "with its outcome. A re-run skips the inputs whose content and outputs have not changed. "
