@@ -32,6 +32,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -401,11 +402,7 @@ class _BodyReader:
         time = self.r.time(child(organizer, "effectiveTime")) or time
         observations: list[Observation] = []
         comments: list[str] = []
-        for component in children(organizer, "component"):
-            target = next((n for n in component if local_name(n) not in ("", "sequenceNumber")), None)
-            if target is None:
-                continue
-            kind = local_name(target)
+        for kind, target in _members(organizer):
             if kind == "observation" and has_template(target, LAB_OBSERVATION):
                 observations.append(self.observation(target, time))
             elif kind == "act" and self.is_comment(target):
@@ -455,11 +452,7 @@ class _BodyReader:
         observations: list[Observation] = []
         antibiogram: list[Observation] = []
         comments: list[str] = []
-        for component in children(organizer, "component"):
-            target = next((n for n in component if local_name(n) not in ("", "sequenceNumber")), None)
-            if target is None:
-                continue
-            kind = local_name(target)
+        for kind, target in _members(organizer):
             if kind == "observation" and has_template(target, LAB_OBSERVATION):
                 observations.append(self.observation(target, own_time or time))
             elif kind == "organizer" and has_template(target, BATTERY):
@@ -773,3 +766,11 @@ def _same(a: Specimen, b: Specimen) -> bool:
 
 def _same_lab(a: ExecutingLaboratory, b: ExecutingLaboratory) -> bool:
     return dataclasses.replace(a, key="") == dataclasses.replace(b, key="")
+
+
+def _members(organizer: etree._Element) -> Iterator[tuple[str, etree._Element]]:
+    """What an organizer's components hold, each with its local name (``observation``, ``act``…)."""
+    for component in children(organizer, "component"):
+        target = next((n for n in component if local_name(n) not in ("", "sequenceNumber")), None)
+        if target is not None:
+            yield local_name(target), target
