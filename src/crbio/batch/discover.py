@@ -8,16 +8,21 @@ operator learns it was not converted.
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from crbio.errors import InputError
 from crbio.input import load_report
 from crbio.model import Report
+
+if TYPE_CHECKING:
+    from crbio.input.hl7v2 import OruDefaults
 
 __all__ = ["FOLDER_SUFFIXES", "READERS", "Input", "count_inputs", "discover", "reader_for"]
 
@@ -35,7 +40,21 @@ def _cda(path: Path, raw: bytes) -> Report:
 def _oru(path: Path, raw: bytes) -> Report:
     from crbio.input.hl7v2 import OruDefaults, read_oru
 
-    return read_oru(raw, label=path.name, defaults=OruDefaults.for_message(path))
+    config = OruDefaults.config_file(path)
+    if config is None:
+        defaults = OruDefaults.for_message(path)  # says what is missing
+    else:
+        stat = config.stat()
+        defaults = _oru_defaults(config.resolve(), stat.st_mtime_ns, stat.st_size)
+    return read_oru(raw, label=path.name, defaults=defaults)
+
+
+@functools.lru_cache(maxsize=16)
+def _oru_defaults(config: Path, mtime_ns: int, size: int) -> OruDefaults:
+    # A folder of messages shares one configuration: read it once per worker, again if it changes.
+    from crbio.input.hl7v2 import OruDefaults as Defaults
+
+    return Defaults.load(config)
 
 
 #: Input readers by lower-case file suffix: the file's path and bytes in, report out (raising
@@ -56,15 +75,13 @@ def reader_settings(path: Path) -> bytes:
     """
     if path.suffix.lower() != ".hl7":
         return b""
-    from crbio.input.hl7v2 import CONFIG_ENV, CONFIG_FILE
+    from crbio.input.hl7v2 import OruDefaults
 
-    for candidate in (path.parent / CONFIG_FILE, Path(os.environ.get(CONFIG_ENV) or "")):
-        if candidate.name and candidate.is_file():
-            try:
-                return candidate.read_bytes()
-            except OSError:
-                return b""
-    return b""
+    config = OruDefaults.config_file(path)
+    try:
+        return config.read_bytes() if config is not None else b""
+    except OSError:
+        return b""
 
 
 _MAGIC = re.compile(r"[*?[]")

@@ -243,20 +243,26 @@ class OruDefaults:
             mapping=LoincMapping.from_csv(file.parent / mapping_file) if mapping_file else None,
         )
 
-    @classmethod
-    def for_message(cls, path: str | Path | None = None) -> OruDefaults:
-        """The configuration of a message: ``crbio-oru.toml`` beside it, else the file ``$CRBIO_ORU_CONFIG``.
-
-        Raises:
-            ConfigurationError: neither exists, or the file found is invalid.
-        """
+    @staticmethod
+    def config_file(path: str | Path | None = None) -> Path | None:
+        """The configuration file of a message: ``crbio-oru.toml`` beside it, else ``$CRBIO_ORU_CONFIG``."""
         if path is not None:
             beside = Path(path).parent / CONFIG_FILE
             if beside.is_file():
-                return cls.load(beside)
+                return beside
         named = os.environ.get(CONFIG_ENV)
-        if named:
-            return cls.load(named)
+        return Path(named) if named else None
+
+    @classmethod
+    def for_message(cls, path: str | Path | None = None) -> OruDefaults:
+        """The configuration of a message (see :meth:`config_file`), read from its file.
+
+        Raises:
+            ConfigurationError: there is none, or the file found is invalid.
+        """
+        found = cls.config_file(path)
+        if found is not None:
+            return cls.load(found)
         raise ConfigurationError(
             "an ORU^R01 does not carry the laboratory's identity (name, address, telephone, OID): "
             f"put a {CONFIG_FILE} beside the message or name one in ${CONFIG_ENV}",
