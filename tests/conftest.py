@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -66,3 +67,11 @@ def ans_kit_n3() -> object:
 def ans_kit_n1() -> object:
     """The official ANS kit's transverse profiles, for CDA R2 N1 documents."""
     return _kit_or_skip(None)
+
+
+def assert_kit_accepts(documents: Any, label: str, ans_kit_n3: Any, ans_kit_n1: Any) -> None:
+    """The N3 and the N1 have zero findings from the official ANS kit, warnings included."""
+    n3 = ans_kit_n3.check(documents.n3, label=f"{label} n3")
+    assert not n3.findings, n3.summary()
+    n1 = ans_kit_n1.check(documents.n1, label=f"{label} n1")
+    assert not n1.findings, n1.summary()

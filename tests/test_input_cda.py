@@ -21,7 +21,7 @@ import pytest
 from lxml import etree
 
 import crbio
-from conftest import ANS_KIT, SAMPLES, sample_files
+from conftest import ANS_KIT, SAMPLES, assert_kit_accepts, sample_files
 from crbio.cli import main
 from crbio.documents.context import BuildContext, FixedClock, SequenceIds
 from crbio.errors import InputError
@@ -197,10 +197,7 @@ def test_rebuilt_examples_pass_the_ans_kit(
     rebuilt: dict[str, crbio.Documents], example: Path, ans_kit_n3: Any, ans_kit_n1: Any
 ) -> None:
     documents = rebuilt[example.name]
-    n3 = ans_kit_n3.check(documents.n3, label=f"{example.name} n3")
-    assert not n3.findings, n3.summary()
-    n1 = ans_kit_n1.check(documents.n1, label=f"{example.name} n1")
-    assert not n1.findings, n1.summary()
+    assert_kit_accepts(documents, f"{example.name}", ans_kit_n3, ans_kit_n1)
 
 
 @NEEDS_EXAMPLES

@@ -19,7 +19,7 @@ import pytest
 from lxml import etree
 
 import crbio
-from conftest import SAMPLES
+from conftest import SAMPLES, assert_kit_accepts
 from crbio.cli import main
 from crbio.errors import InputError
 from crbio.input import load_report
@@ -140,10 +140,7 @@ def test_merged_documents_pass_the_ans_kit(
     structured: tuple[MergeOutcome, crbio.Documents], ans_kit_n3: Any, ans_kit_n1: Any
 ) -> None:
     _, documents = structured
-    n3 = ans_kit_n3.check(documents.n3, label="merged n3")
-    assert not n3.findings, n3.summary()
-    n1 = ans_kit_n1.check(documents.n1, label="merged n1")
-    assert not n1.findings, n1.summary()
+    assert_kit_accepts(documents, "merged", ans_kit_n3, ans_kit_n1)
 
 
 def test_a_report_already_read_can_be_merged(own: Report) -> None:
@@ -193,10 +190,7 @@ def test_pdf_merge_passes_the_ans_kit(
     attached: tuple[MergeOutcome, crbio.Documents], ans_kit_n3: Any, ans_kit_n1: Any
 ) -> None:
     _, documents = attached
-    n3 = ans_kit_n3.check(documents.n3, label="merged-pdf n3")
-    assert not n3.findings, n3.summary()
-    n1 = ans_kit_n1.check(documents.n1, label="merged-pdf n1")
-    assert not n1.findings, n1.summary()
+    assert_kit_accepts(documents, "merged-pdf", ans_kit_n3, ans_kit_n1)
 
 
 def test_an_n3_whose_results_cannot_be_read_is_attached_with_the_reason(
