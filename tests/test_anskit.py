@@ -3,7 +3,8 @@
 Tests on the real kit use the session fixtures ``ans_kit_n3`` / ``ans_kit_n1`` of
 ``conftest.py``, so the slow first compile happens once per test session; they skip when the
 kit or saxonche is absent. The cache and defect tests run on a tiny kit built in a temporary
-folder around the real kit's ISO skeleton, so they take milliseconds.
+folder around the real kit's ISO skeleton, so they take milliseconds. The last tests prove the
+stylesheets crbio runs (rewritten for speed) give the same SVRL as the kit's own.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import codecs
 import importlib.util
 import multiprocessing
+import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -19,10 +22,12 @@ from typing import cast
 import pytest
 from lxml import etree
 
+from crbio._xml import xml_text
 from crbio.errors import ConfigurationError, InputError
 from crbio.validation import AnsKit
 from crbio.validation import anskit as anskit_module
 from crbio.validation.anskit import WITHHELD
+from crbio.validation.anskit_rewrite import KEY_NAME, rewrite_stylesheet
 
 ANS_KIT = Path(__file__).resolve().parents[1].parent / "shared" / "ans-kit"
 EXAMPLES = ANS_KIT / "ExemplesCDA"
@@ -371,3 +376,286 @@ def test_missing_saxonche_is_a_configuration_error(tmp_path: Path, monkeypatch: 
     with pytest.raises(ConfigurationError, match=r"pip install 'crbio\[ans\]'") as caught:
         AnsKit(tmp_path)
     assert caught.value.code == "config.ans-kit"
+
+
+# --- the rewritten stylesheets give the same verdicts as the kit's own -------------------------
+#
+# crbio runs the kit's transpiled schematrons after a compile-time rewrite that makes them walk
+# the document once instead of once per pattern (crbio.validation.anskit_rewrite). These tests
+# prove the SVRL is the same, byte for byte (but for its timestamp), as the unrewritten
+# stylesheets' (what ans-check and the kit's own compilverif run): on a tiny kit built around
+# the rewrite's edge cases, and on the real kit over the official examples, crbio's samples and
+# deliberately broken documents. CI runs a chosen subset (about 40 s of CPU, half of it compiling
+# the unrewritten stylesheets); CRBIO_ANS_EQUIVALENCE=all runs every official BIO-CR-BIO example
+# and every sample, N3 and N1 (about 90 s of CPU).
+
+_TIMESTAMP = re.compile(r'\sdateHeure="[^"]*"')
+
+EDGE_VOLET = """<?xml version="1.0" encoding="UTF-8"?>
+<schema xmlns="http://purl.oclc.org/dsdl/schematron" queryBinding="xslt2">
+  <ns prefix="cda" uri="urn:hl7-org:v3"/>
+  <pattern id="root">
+    <rule context="/"><assert test="cda:ClinicalDocument">Pas de ClinicalDocument.</assert></rule>
+  </pattern>
+  <pattern id="template-ids">
+    <rule context="*[cda:templateId/@root = '1.2.3']/cda:code">
+      <assert test="@code = 'A'">Code A attendu.</assert>
+    </rule>
+    <rule context="*[cda:templateId/@root = '1.2.3']">
+      <assert test="cda:code">Code obligatoire.</assert>
+    </rule>
+    <rule context="cda:section"><report test="true()">Section sans gabarit 1.2.3.</report></rule>
+  </pattern>
+  <pattern id="unions">
+    <rule context="cda:entry | //cda:observation[cda:value] | cda:section/@classCode">
+      <report test="self::cda:observation and not(cda:value/@value = ('3', '7'))">Valeur inattendue.</report>
+      <report test="self::cda:entry and not(*)">Entrée vide.</report>
+    </rule>
+  </pattern>
+  <pattern id="first-entry">
+    <rule context="cda:entry[1]"><report test="true()">Première entrée.</report></rule>
+  </pattern>
+  <pattern id="positions">
+    <rule context="cda:entry"><report test="position() = last()">Dernière entrée.</report></rule>
+  </pattern>
+  <pattern id="numbers">
+    <rule context="cda:value[@value &gt; 5]"><report test="true()">Grande valeur.</report></rule>
+  </pattern>
+  <pattern id="attributes">
+    <rule context="@classCode">
+      <report test="true()">Jamais : la promenade ne visite pas les attributs.</report>
+    </rule>
+  </pattern>
+</schema>
+"""
+
+EDGE_DOCUMENT = b"""<?xml version="1.0" encoding="UTF-8"?>
+<!-- a comment and a processing instruction before the root: the walk visits them -->
+<?crbio test?>
+<ClinicalDocument xmlns="urn:hl7-org:v3">
+  <templateId root="1.2.3"/>
+  <component><structuredBody>
+    <section classCode="DOCSECT"><templateId root="1.2.3"/><code code="B"/>
+      <entry><observation><value value="3"/></observation></entry>
+      <entry><observation><value value="7"/></observation></entry>
+      <!-- a comment inside -->
+      <entry><observation><value value="9"/></observation></entry>
+    </section>
+    <section><entry/></section>
+  </structuredBody></component>
+</ClinicalDocument>
+"""
+
+
+def svrl_outputs(kit: AnsKit, data: bytes) -> list[str]:
+    """The SVRL each schematron of ``kit`` writes for ``data``, timestamp removed, errors as text."""
+    processor, _, saxon_error, _ = anskit_module._saxon()
+    node = processor.parse_xml(xml_text=xml_text(data, label="doc"), encoding="UTF-8")
+    outputs = []
+    for _, executable in kit._schematrons:
+        try:
+            outputs.append(_TIMESTAMP.sub("", executable.transform_to_string(xdm_node=node)))
+        except saxon_error as error:
+            outputs.append(f"error: {error}")
+    return outputs
+
+
+def failures(svrl: str) -> list[tuple[str, str | None, str | None]]:
+    """(tag, location, id or test) of each failed assert and successful report of an SVRL text."""
+    if svrl.startswith("error: "):
+        return [("error", None, svrl)]
+    root = etree.fromstring(svrl.encode("utf-8"))
+    return [
+        (etree.QName(item).localname, item.get("location"), item.get("id") or item.get("test"))
+        for item in root
+        if etree.QName(item).localname in ("failed-assert", "successful-report")
+    ]
+
+
+def assert_same_svrl(reference: AnsKit, fast: AnsKit, data: bytes) -> list[str]:
+    expected, actual = svrl_outputs(reference, data), svrl_outputs(fast, data)
+    assert len(expected) == len(actual) == len(reference.checks)
+    for name, want, got in zip(reference.checks, expected, actual, strict=True):
+        assert failures(got) == failures(want), name
+        assert got == want, name
+    return expected
+
+
+@NEEDS_KIT
+class TestRewrite:
+    """The rewrite on a tiny kit made of its edge cases: what it rewrites, what it keeps, same SVRL."""
+
+    def kits(self, tmp_path: Path) -> tuple[AnsKit, AnsKit]:
+        kit_dir, cache = make_tiny_kit(tmp_path, volet=EDGE_VOLET, include=None), tmp_path / "cache"
+        fast = AnsKit(kit_dir, volet="TINY", profiles=(), cache_dir=cache)
+        reference = AnsKit(kit_dir, volet="TINY", profiles=(), cache_dir=cache, optimised=False)
+        return reference, fast
+
+    def test_what_is_rewritten_and_what_is_kept(self, tmp_path: Path) -> None:
+        _, fast = self.kits(tmp_path)
+        rewrite = fast.rewrites["TINY"]
+        assert rewrite.default_walks == 7
+        assert rewrite.patterns == 5 and rewrite.key_lookups == 2
+        kept = dict(rewrite.kept)
+        assert len(kept) == 2
+        assert any("position() or last()" in reason for reason in kept.values())
+        assert any(
+            "operator >" in reason or "leaves the safe vocabulary" in reason for reason in kept.values()
+        )
+        xsl = next(fast.cache_entry.rglob("TINY.crbio-fast.xsl")).read_text(encoding="utf-8")
+        assert f'<xsl:key name="{KEY_NAME}"' in xsl
+
+    @pytest.mark.parametrize(
+        "variant",
+        [
+            EDGE_DOCUMENT,
+            EDGE_DOCUMENT.replace(b'code="B"', b'code="A"'),
+            EDGE_DOCUMENT.replace(b'value="9"', b'value="neuf"'),  # the kept pattern compares it to 5
+            EDGE_DOCUMENT.replace(b'<templateId root="1.2.3"/>\n  <component>', b"<component>"),
+            TINY_DOCUMENT,
+        ],
+        ids=["edges", "code-a", "not-a-number", "no-root-template-id", "other-document"],
+    )
+    def test_the_svrl_is_the_same(self, tmp_path: Path, variant: bytes) -> None:
+        reference, fast = self.kits(tmp_path)
+        [svrl] = assert_same_svrl(reference, fast, variant)
+        if variant is EDGE_DOCUMENT:
+            found = failures(svrl)
+            assert (
+                "successful-report",
+                "/ClinicalDocument/component/structuredBody/section[2]",
+                "true()",
+            ) in found
+            assert [f for f in found if f[0] == "failed-assert"] == [
+                ("failed-assert", "/ClinicalDocument", None),
+                ("failed-assert", "/ClinicalDocument/component/structuredBody/section/code", None),
+            ]
+            assert "Jamais" not in svrl
+        assert fast.check(variant, label="x") == reference.check(variant, label="x")
+
+    def test_a_stylesheet_that_is_not_the_skeletons_is_left_alone(self) -> None:
+        stylesheet = etree.ElementTree(
+            etree.fromstring(
+                b'<xsl:stylesheet xmlns:xsl="http://www.w3.org/1999/XSL/Transform" version="2.0">'
+                b'<xsl:import href="other.xsl"/><xsl:template match="/"><xsl:apply-templates/></xsl:template>'
+                b"</xsl:stylesheet>"
+            )
+        )
+        before = etree.tostring(stylesheet)
+        rewrite = rewrite_stylesheet(stylesheet)
+        assert (rewrite.default_walks, rewrite.patterns, rewrite.key_lookups) == (0, 0, 0)
+        assert etree.tostring(stylesheet) == before
+
+
+def _mutated(path: Path, change: str) -> bytes:
+    """An official example or a sample, deliberately broken in one way."""
+    tree = etree.parse(str(path))
+    root = tree.getroot()
+
+    def one(xpath: str) -> etree._Element:
+        found = root.xpath(xpath, namespaces=HL7)
+        assert found, xpath
+        return cast(etree._Element, found[0])
+
+    if change == "wrong-loinc":
+        one("h:code").set("code", "11502-9")  # not the CR-BIO document type
+        result = one("//h:observation/h:code[@codeSystem='2.16.840.1.113883.6.1']")
+        result.set("code", "99999-9")
+        result.set("codeSystem", "2.16.840.1.113883.6.96")
+    elif change == "no-author":
+        author = one("h:author")
+        root.remove(author)
+    elif change == "wrong-value-set-code":
+        one("h:confidentialityCode").set("code", "X")
+        one("//h:administrativeGenderCode").set("code", "Z")
+    elif change == "no-results-sections":
+        # Every section but the PDF copy, then the PDF copy's own entry.
+        for section in root.xpath(
+            "//h:section[not(h:templateId/@root = '1.2.250.1.213.1.1.2.243')]", namespaces=HL7
+        ):
+            component = section.getparent()
+            component.getparent().remove(component)
+        entry = one("//h:section/h:entry")
+        entry.getparent().remove(entry)
+    elif change == "entry-without-code":
+        # The templateIds stay (they are what makes the rules fire); what they require goes.
+        observation = one("//h:section[not(h:templateId/@root = '1.2.250.1.213.1.1.2.243')]//h:observation")
+        for name in ("h:code", "h:statusCode"):
+            element = observation.find(name, namespaces=HL7)
+            if element is not None:
+                observation.remove(element)
+    elif change == "wrong-interpretation":
+        one("//h:interpretationCode").set("code", "ZZ")
+    elif change == "nil-and-comments":
+        one("h:title").addprevious(etree.Comment(" commentaire "))
+        root.addprevious(etree.ProcessingInstruction("crbio", "test"))
+        effective = one("h:effectiveTime")
+        del effective.attrib["value"]
+        effective.set("nullFlavor", "UNK")
+        one("//h:observation/h:effectiveTime").set("nullFlavor", "UNK")
+    else:
+        raise AssertionError(change)
+    return bytes(etree.tostring(tree, xml_declaration=True, encoding="UTF-8"))
+
+
+SAMPLES_OUT = Path(__file__).resolve().parents[1] / "samples" / "output"
+BROKEN = [
+    ("wrong-loinc", "03-ecbu.n3.xml"),
+    ("no-author", "01-biochimie.n3.xml"),
+    ("wrong-value-set-code", "04-serologie.n3.xml"),
+    ("no-results-sections", "05-immuno-hematologie.n3.xml"),
+    ("entry-without-code", "02-hemogramme.n3.xml"),
+    ("wrong-interpretation", "08b-diabete-v2.n3.xml"),
+    ("nil-and-comments", "10-accents-apostrophes.n3.xml"),
+]
+FULL_EQUIVALENCE = os.environ.get("CRBIO_ANS_EQUIVALENCE") == "all"
+if FULL_EQUIVALENCE:
+    EQUIVALENCE_FILES = sorted(EXAMPLES.glob("BIO-CR-BIO_*.xml")) + sorted(SAMPLES_OUT.glob("*.xml"))
+else:
+    # One example of each kind (microbiology, electrophoresis, PDF-only second opinion, non-LOINC,
+    # cervical screening, older volets, an N1) and samples of each shape; the full set on demand.
+    EQUIVALENCE_FILES = [
+        EXAMPLES / name
+        for name in (
+            "BIO-CR-BIO_2024.01_Microbiologie_V2.xml",
+            "BIO-CR-BIO_2024.01_Electrophorese.xml",
+            "BIO-CR-BIO_2024.01_CR-2nde-intention-PDF.xml",
+            "BIO-CR-BIO_2024.01_CRP_non_LOINC.xml",
+            "BIO-CR-BIO_2024.01_DEP-CCU-tout-structuré.xml",
+            "BIO-CR-BIO_2021.01_Microbiologie_V1.xml",
+            "BIO-CR-BIO_2021.01_CDA-R2-Niveau-1.xml",
+        )
+    ] + [
+        SAMPLES_OUT / name
+        for name in (
+            "06-sous-traitance.n3.xml",
+            "13-identite-provisoire.n3.xml",
+            "07-mineure-beta-hcg.n1.xml",
+        )
+    ]
+
+
+@pytest.fixture(scope="module")
+def reference_n3(ans_kit_n3: object) -> AnsKit:
+    """The kit run from its transpiled stylesheets as they are, as ans-check runs them."""
+    return AnsKit(ANS_KIT, volet=VOLET, optimised=False)
+
+
+@pytest.mark.parametrize("path", EQUIVALENCE_FILES, ids=lambda p: p.name)
+def test_official_examples_and_samples_get_the_same_svrl(
+    kit_n3: AnsKit, reference_n3: AnsKit, path: Path
+) -> None:
+    if not path.is_file():
+        pytest.skip(f"{path} is absent")
+    assert_same_svrl(reference_n3, kit_n3, path.read_bytes())
+
+
+@pytest.mark.parametrize(("change", "name"), BROKEN, ids=[change for change, _ in BROKEN])
+def test_broken_documents_get_the_same_svrl(
+    kit_n3: AnsKit, reference_n3: AnsKit, change: str, name: str
+) -> None:
+    data = _mutated(SAMPLES_OUT / name, change)
+    expected = assert_same_svrl(reference_n3, kit_n3, data)
+    assert any(failures(svrl) for svrl in expected), f"{change}: the kit found nothing to compare"
+    report = kit_n3.check(data, label=change)
+    assert report.findings

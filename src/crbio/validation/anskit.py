@@ -16,6 +16,15 @@ minimale" profile alone takes more than ten seconds), so:
 - the compiled stylesheets are kept for the life of the process and shared by every
   :class:`AnsKit` of that process.
 
+The transpiled XSLT walks the whole document once per schematron pattern (hundreds of
+patterns in the profiles), which made a check cost about half a second. Each one is therefore
+rewritten once, at cache time, by :mod:`crbio.validation.anskit_rewrite` into a stylesheet
+that reaches the same rules' contexts by one selection per pattern (and an index on
+``templateId/@root``) and writes the same SVRL, byte for byte; the rewritten copy
+(``<name>.crbio-fast.xsl``) is what runs, and ``optimised=False`` runs the kit's own
+transpiled XSLT instead (the tests prove both give the same SVRL on the official examples,
+crbio's samples and broken documents).
+
 A cache entry is a scratch copy of the kit's ``schematrons/`` and ``jeuxDeValeurs/`` in which
 two defects of the kit are mended, as the workplace's ``ans-check`` does: includes whose file
 name differs only by case (the kit was authored on Windows), and ART-DECOR value-set files
@@ -46,6 +55,7 @@ from lxml import etree
 
 from crbio._xml import parse_xml, xml_text
 from crbio.errors import ConfigurationError, InputError
+from crbio.validation.anskit_rewrite import REWRITE_VERSION, Rewrite, rewrite_stylesheet
 from crbio.validation.report import Finding, ValidationReport
 
 __all__ = ["DEFAULT_VOLET", "PROFILES", "AnsKit", "default_cache_root"]
@@ -64,9 +74,11 @@ PROFILES = (
 _CODE = "config.ans-kit"
 _INSTALL = "pip install 'crbio[ans]'"
 # Bump when the layout or the mending of a cache entry changes: old entries are then ignored.
-_CACHE_FORMAT = "2"
+_CACHE_FORMAT = "3"
 _PIPELINE = ("iso_dsdl_include.xsl", "iso_abstract_expand.xsl", "iso_svrl_for_xslt2.xsl")
 _XSL_SUFFIX = ".crbio.xsl"
+# The same stylesheet after crbio.validation.anskit_rewrite: same SVRL, far fewer document walks.
+_FAST_SUFFIX = ".crbio-fast.xsl"
 _MANIFEST = "crbio-ans-kit.json"
 # What the kit is made of, for the cache key and the scratch copy: sources, not the moteur's
 # Java tools nor the examples.
@@ -198,6 +210,7 @@ class _Schematron:
     name: str
     source: Path
     xsl: Path
+    fast: Path
 
 
 def _resolve_include(href: str, target: Path, including: Path, entry: Path) -> Path:
@@ -328,11 +341,13 @@ def _mend_runtime_documents(top: Path, trees: Iterable[etree._ElementTree], entr
 class AnsKit:
     """The ANS conformity kit: a volet schematron and the transverse profiles, ready to run.
 
-    Building one transpiles what the disk cache lacks and compiles what the process has not
-    compiled yet: about 25 s from a cold cache, 15 s from a warm one (compiling the ART-DECOR
-    "structuration minimale" profile takes 13 s of it), nothing for further kits of the same
-    process. An AnsKit is not thread-safe, and Saxon holds the GIL while it runs: use one per
-    process and a process pool to use more cores.
+    Building one transpiles and rewrites what the disk cache lacks and compiles what the
+    process has not compiled yet: about 30 s of CPU from a cold cache, 15 to 20 s from a warm
+    one (compiling the 10 MB ART-DECOR "structuration minimale" stylesheet is most of it, and
+    SaxonC-HE cannot save a compiled stylesheet), nothing for further kits of the same process.
+    A check then costs about 50 ms of CPU for a typical CR-BIO (100 ms for a long one). An
+    AnsKit is not thread-safe, and Saxon holds the GIL while it runs: use one per process and a
+    process pool to use more cores.
 
     Args:
         kit_dir: A copy of the kit, the folder holding ``schematrons/`` and ``jeuxDeValeurs/``.
@@ -340,6 +355,8 @@ class AnsKit:
             for the transverse profiles only (a CDA R2 N1).
         profiles: The transverse profiles, paths relative to ``schematrons/``.
         cache_dir: Where transpiled schematrons are kept; see :func:`default_cache_root`.
+        optimised: Run the rewritten stylesheets (the default), or the kit's transpiled XSLT as
+            it is (as ``ans-check`` does: the reference the rewrite is tested against).
 
     Attributes:
         kit_dir: The kit's folder.
@@ -348,6 +365,8 @@ class AnsKit:
         cache_entry: The folder holding the mended kit and its transpiled schematrons.
         transpiled: The schematrons this instance had to transpile (empty on a warm disk cache).
         compiled: The schematrons this instance had to compile (empty when the process had).
+        optimised: Whether the rewritten stylesheets run.
+        rewrites: What the rewrite changed, by schematron, for those this instance rewrote.
 
     Raises:
         ConfigurationError: SaxonC is not installed, ``kit_dir`` is not the kit, the kit is
@@ -361,16 +380,22 @@ class AnsKit:
         volet: str | None = DEFAULT_VOLET,
         profiles: Sequence[str] = PROFILES,
         cache_dir: Path | None = None,
+        optimised: bool = True,
     ) -> None:
         _, _, _, saxon_version = _saxon()
         self.kit_dir = Path(kit_dir).resolve()
         self.volet = volet
         self.profiles = tuple(profiles)
+        self.optimised = optimised
+        self.rewrites: dict[str, Rewrite] = {}
         self._transverse: AnsKit | None = None
         wanted = self._check_kit(volet, profiles)
         files = _kit_files(self.kit_dir)
         self.digest = _digest(files)
-        key = hashlib.sha256(f"{self.digest}\0{saxon_version}\0{_CACHE_FORMAT}".encode()).hexdigest()[:24]
+        # The rewrite's version is in the key: a changed rewrite never meets an older rewritten file.
+        key = hashlib.sha256(
+            f"{self.digest}\0{saxon_version}\0{_CACHE_FORMAT}\0{REWRITE_VERSION}".encode()
+        ).hexdigest()[:24]
         root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_root()
         self._cache_root = root
         self.cache_entry = root / key
@@ -381,16 +406,24 @@ class AnsKit:
         self._schematrons: list[tuple[_Schematron, Any]] = []
         for relative in wanted:
             source = self.cache_entry / "schematrons" / relative
-            schematron = _Schematron(Path(relative).stem, source, source.with_name(source.stem + _XSL_SUFFIX))
-            if not schematron.xsl.is_file():
-                try:
+            schematron = _Schematron(
+                Path(relative).stem,
+                source,
+                source.with_name(source.stem + _XSL_SUFFIX),
+                source.with_name(source.stem + _FAST_SUFFIX),
+            )
+            try:
+                if not schematron.xsl.is_file():
                     self._transpile(schematron)
-                except OSError as error:
-                    raise _cache_error(self.cache_entry, error) from None
-                transpiled.append(schematron.name)
-            executable = _executables.get(schematron.xsl)
+                    transpiled.append(schematron.name)
+                if optimised and not schematron.fast.is_file():
+                    self.rewrites[schematron.name] = _rewrite(schematron)
+            except OSError as error:
+                raise _cache_error(self.cache_entry, error) from None
+            stylesheet = schematron.fast if optimised else schematron.xsl
+            executable = _executables.get(stylesheet)
             if executable is None:
-                executable = _executables[schematron.xsl] = self._compile(schematron)
+                executable = _executables[stylesheet] = self._compile(schematron.name, stylesheet)
                 compiled.append(schematron.name)
             self._schematrons.append((schematron, executable))
         self.transpiled: tuple[str, ...] = tuple(transpiled)
@@ -488,13 +521,13 @@ class AnsKit:
             )
         _write_atomically(schematron.xsl, result.encode("utf-8"))
 
-    def _compile(self, schematron: _Schematron) -> Any:
+    def _compile(self, name: str, stylesheet: Path) -> Any:
         _, xslt, saxon_error, _ = _saxon()
         try:
-            return xslt.compile_stylesheet(stylesheet_file=str(schematron.xsl))
+            return xslt.compile_stylesheet(stylesheet_file=str(stylesheet))
         except saxon_error as error:
             raise ConfigurationError(
-                f"the ANS schematron {schematron.name} cannot be compiled: {_saxon_message(error)}",
+                f"the ANS schematron {name} cannot be compiled: {_saxon_message(error)}",
                 code=_CODE,
             ) from None
 
@@ -523,7 +556,11 @@ class AnsKit:
             return self
         if self._transverse is None:
             self._transverse = AnsKit(
-                self.kit_dir, volet=None, profiles=self.profiles, cache_dir=self._cache_root
+                self.kit_dir,
+                volet=None,
+                profiles=self.profiles,
+                cache_dir=self._cache_root,
+                optimised=self.optimised,
             )
         return self._transverse
 
@@ -572,6 +609,14 @@ class AnsKit:
         if findings:
             findings = _with_lines(findings, document, label)
         return ValidationReport(label, self.checks, tuple(findings))
+
+
+def _rewrite(schematron: _Schematron) -> Rewrite:
+    """Write the rewritten (faster, same output) copy of a transpiled schematron beside it."""
+    tree = _read_xml(schematron.xsl)
+    rewrite = rewrite_stylesheet(tree)
+    _write_atomically(schematron.fast, etree.tostring(tree, xml_declaration=True, encoding="UTF-8"))
+    return rewrite
 
 
 def _svrl_findings(svrl: str, source: str) -> Iterator[Finding]:
