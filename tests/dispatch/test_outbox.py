@@ -8,6 +8,7 @@ and, for each test that takes ``outbox_table``, again on a real PostgreSQL serve
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import threading
 import time
@@ -352,26 +353,174 @@ def test_deletion_is_queued_for_every_acknowledged_recipient(
     assert dmp.previous is not None and dmp.previous["entry_uuid"].startswith("urn:uuid:")
 
 
-def test_a_database_that_is_not_an_outbox_is_refused(tmp_path: Path) -> None:
-    garbage = tmp_path / "garbage.sqlite"
-    garbage.write_bytes(b"this is not a database at all" * 100)
-    with pytest.raises(OutboxError, match="not a usable outbox"):
-        Outbox(garbage)
-    other = tmp_path / "other.sqlite"
-    with sqlite3.connect(other) as db:
-        db.execute("CREATE TABLE patients (id)")
-    with pytest.raises(OutboxError, match="not a crbio outbox"):
-        Outbox(other)
+# -- a damaged or foreign outbox file at start-up (SQLite) -------------------------------------------
 
 
-def test_a_corrupted_outbox_is_detected_at_start(tmp_path: Path, documents: Documents) -> None:
+@pytest.fixture
+def outbox_file(tmp_path: Path, documents: Documents) -> tuple[DispatchConfig, bytes]:
+    """A real outbox file with deliveries in it, closed (its log checkpointed), and its bytes."""
     config = make_config(lambda **more: {"path": str(tmp_path / "outbox.sqlite"), **more})
     dispatch(documents, config)
-    data = bytearray(config.outbox_path.read_bytes())
-    # Overwrite the middle of the file (table pages), keeping the header readable.
-    data[4096 : 4096 * 3] = b"\xff" * (4096 * 2)
-    config.outbox_path.write_bytes(bytes(data))
-    for suffix in ("-wal", "-shm"):
-        Path(str(config.outbox_path) + suffix).unlink(missing_ok=True)
-    with pytest.raises(OutboxError):
+    assert not Path(f"{config.outbox_path}-wal").exists()
+    return config, config.outbox_path.read_bytes()
+
+
+def refused(config: DispatchConfig, capsys: pytest.CaptureFixture[str], match: str) -> str:
+    """Assert the outbox is refused by the library and by two commands, the file left as it was."""
+    before = config.outbox_path.read_bytes()
+    with pytest.raises(OutboxError, match=match) as error:
         open_outbox(config)
+    message = str(error.value)
+    assert str(config.outbox_path) in message and "\n" not in message
+    toml = config.outbox_path.parent / "crbio.toml"
+    toml.write_text(
+        '[laboratory]\nfiness = "920000015"\nname = "Laboratoire des Charmes"\noid = "1.2.250.1.999.1"\n'
+        f'[outbox]\npath = "{config.outbox_path}"\n[destinations.dmp]\n',
+        "utf-8",
+    )
+    from crbio.cli import main
+
+    for command in (["worker", "--drain"], ["journal"], ["journal", "--verify"]):
+        assert main([*command, "--config", str(toml)]) == 2
+        captured = capsys.readouterr()
+        (line,) = captured.err.strip().splitlines()
+        assert line.startswith(f"crbio: {config.outbox_path}: ") and "Traceback" not in captured.err
+    assert config.outbox_path.read_bytes() == before  # never re-initialised over the user's data
+    return message
+
+
+@pytest.mark.parametrize(
+    ("where", "match"),
+    [
+        (lambda size: 100, "truncated"),  # the header only
+        (lambda size: 4096, "truncated"),  # the first page
+        (lambda size: 4096 * 3 + 1000, "truncated"),  # in the middle of a page
+        (lambda size: size // 2 // 4096 * 4096, "truncated"),  # whole pages, half of them
+        (lambda size: size - 1, "truncated"),
+        (lambda size: 40, "not an SQLite database"),  # less than the header
+    ],
+)
+def test_a_truncated_outbox_is_refused_naming_the_file(
+    outbox_file: tuple[DispatchConfig, bytes],
+    capsys: pytest.CaptureFixture[str],
+    where: Callable[[int], int],
+    match: str,
+) -> None:
+    config, data = outbox_file
+    config.outbox_path.write_bytes(data[: where(len(data))])
+    refused(config, capsys, match)
+
+
+def test_an_empty_outbox_file_is_refused_not_recreated(
+    outbox_file: tuple[DispatchConfig, bytes], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A zero-byte file is what a truncation leaves: SQLite would read it as an empty database
+    # and crbio would forget every delivery made. crbio never leaves an empty outbox (it is
+    # created beside and linked into place complete), so an empty file is refused.
+    config, _ = outbox_file
+    config.outbox_path.write_bytes(b"")
+    assert "empty (0 bytes)" in refused(config, capsys, "empty")
+    config.outbox_path.unlink()  # what the message says to do to start afresh
+    with open_outbox(config) as outbox:
+        assert outbox.counts() == {}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_overwritten_pages_are_detected(
+    outbox_file: tuple[DispatchConfig, bytes], capsys: pytest.CaptureFixture[str], seed: int
+) -> None:
+    import random
+
+    config, data = outbox_file
+    rng = random.Random(seed)
+    pages = len(data) // 4096
+    damaged = bytearray(data)
+    for page in rng.sample(range(1, pages), 3):  # never page 0: its header is another test
+        damaged[page * 4096 : (page + 1) * 4096] = rng.randbytes(4096)
+    config.outbox_path.write_bytes(bytes(damaged))
+    refused(config, capsys, "corrupted|malformed|not a usable")
+
+
+def test_a_damaged_write_ahead_log_is_refused_not_silently_rolled_back(
+    tmp_path: Path, documents: Documents, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = make_config(lambda **more: {"path": str(tmp_path / "live" / "outbox.sqlite"), **more})
+    with open_outbox(config) as outbox:
+        dispatch(documents, config, outbox=outbox)
+        outbox._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the log starts empty
+        for claim in outbox.claim("w", limit=10):  # then four committed acknowledgements, and more
+            outbox.acknowledge(claim, Acknowledgement("ok"))
+        # What a crash leaves: the file and its log, as they are while the outbox is open.
+        copy = make_config(lambda **more: {"path": str(tmp_path / "outbox.sqlite"), **more})
+        shutil.copyfile(config.outbox_path, copy.outbox_path)
+        wal = Path(f"{copy.outbox_path}-wal")
+        shutil.copyfile(f"{config.outbox_path}-wal", wal)
+    log = bytearray(wal.read_bytes())
+    assert len(log) > 32 + 5 * (24 + 4096)
+    with open_outbox(copy) as intact:  # the log as written is replayed: nothing lost
+        assert intact.counts() == {"acknowledged": 4}
+        assert intact.verify_journal().ok
+    wal.write_bytes(bytes(log))  # (closing checkpointed and removed it)
+    log[32 + 24 + 100] ^= 0xFF  # one byte of the first frame's page
+    wal.write_bytes(bytes(log))
+    message = refused(copy, capsys, "write-ahead log")
+    assert "damaged at frame 1" in message and "would be silently lost" in message
+
+
+def test_a_file_that_is_not_an_outbox_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = make_config(lambda **more: {"path": str(tmp_path / "outbox.sqlite"), **more})
+    config.outbox_path.write_bytes(b"this is not a database at all" * 1000)
+    refused(config, capsys, "not an SQLite database")
+
+
+@pytest.mark.parametrize(
+    ("statements", "match"),
+    [
+        (["CREATE TABLE patients (id)"], "not a crbio outbox"),
+        # Another application's tables, with a meta table that even says schema 1.
+        (
+            [
+                "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)",
+                "INSERT INTO meta VALUES ('schema', '1')",
+            ],
+            "not a crbio outbox",
+        ),
+        (["PRAGMA application_id = 1196444237", "CREATE TABLE features (id)"], "another application"),
+        ([], "empty SQLite database"),
+    ],
+)
+def test_an_sqlite_database_of_another_application_is_refused_untouched(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], statements: list[str], match: str
+) -> None:
+    config = make_config(lambda **more: {"path": str(tmp_path / "outbox.sqlite"), **more})
+    db = sqlite3.connect(config.outbox_path)
+    db.execute("PRAGMA user_version = 7")  # a database with a header, even without tables
+    for statement in statements:
+        db.execute(statement)
+    db.commit()
+    db.close()
+    refused(config, capsys, match)
+
+
+def test_processes_starting_together_on_a_new_outbox_all_open_it(tmp_path: Path) -> None:
+    # A new outbox is created complete and linked into place: a process starting at the same
+    # moment never sees an empty file (which would be refused).
+    import subprocess
+    import sys
+
+    path = tmp_path / "new" / "outbox.sqlite"
+    code = (
+        "import sys\nfrom crbio.dispatch import Outbox\n"
+        "with Outbox(sys.argv[1]) as o:\n    print(o.counts())\n"
+    )
+    starters = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for _ in range(6)
+    ]
+    results = [(p.wait(timeout=60), p.communicate()) for p in starters]
+    assert [rc for rc, _ in results] == [0] * 6, [err for _, (_, err) in results]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["outbox.sqlite"]
+    with Outbox(path) as outbox:
+        assert outbox.verify_journal().ok

@@ -137,7 +137,7 @@ def test_processes_starting_together_create_the_schema_once(dsn: str) -> None:
     results = [(p.wait(timeout=60), p.communicate()) for p in starters]
     assert [rc for rc, _ in results] == [0] * 4, [err for _, (_, err) in results]
     with psycopg.connect(dsn) as db:
-        assert db.execute("SELECT key, value FROM meta").fetchall() == [("schema", "2")]
+        assert db.execute("SELECT key, value FROM meta").fetchall() == [("schema", "3")]
 
 
 def test_leases_follow_the_injected_clock(tmp_path: Path, dsn: str, documents: Documents) -> None:
@@ -272,9 +272,16 @@ def test_sigkilled_workers_on_several_processes_deliver_everything_exactly_once(
                 assert sum(e in {"acknowledged", "recovered"} for e in names) == 1, names
                 doubted += any(e["detail"] == {"in_doubt": True} for e in events)
             lines = outbox.transmissions()
+            # Workers appended to the journal concurrently and were killed mid-way: one unbroken chain.
+            journal = outbox.verify_journal()
+            assert journal.ok, journal.summary()
         with psycopg.connect(dsn) as db:
             leases = db.execute("SELECT count(*) FROM deliveries WHERE lease_owner IS NOT NULL").fetchone()
-        assert leases == (0,)
+            chained = db.execute(
+                "SELECT (SELECT count(*) FROM events) + (SELECT count(*) FROM documents)"
+                " + (SELECT count(*) FROM suppressions) + (SELECT count(*) FROM return_reports)"
+            ).fetchone()
+        assert leases == (0,) and chained == (journal.rows,)
         assert kills >= 5 and doubted >= 1, (kills, doubted, held)
 
         # Each destination holds each delivery once; resends after a kill are recognised.

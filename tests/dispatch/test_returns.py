@@ -476,6 +476,11 @@ def test_an_outbox_of_schema_1_is_upgraded_in_place_with_its_rows(outbox: Outbox
     # What crbio before return reports wrote: the same tables without return_reports, schema "1".
     with sqlite3.connect(tmp_path / "outbox.sqlite") as db:
         db.execute("DROP TABLE return_reports")
+        # ... nor what schema 3 added, the journal's hash chain (tests/dispatch/test_journal_verify.py).
+        db.execute("DROP TABLE journal_head")
+        for table in ("documents", "events", "suppressions"):
+            for column in ("chain_seq", "chain_hash", *(("delivery_state",) if table == "events" else ())):
+                db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
         db.execute("UPDATE meta SET value = '1' WHERE key = 'schema'")
     with Outbox(tmp_path / "outbox.sqlite") as upgraded:
         after = upgraded.transmissions()
@@ -484,7 +489,7 @@ def test_an_outbox_of_schema_1_is_upgraded_in_place_with_its_rows(outbox: Outbox
         mid = after[0].key[:32]
         assert record_report(upgraded, parse_report(dsn(envid=mid))).status is ReportStatus.RECORDED
     with sqlite3.connect(tmp_path / "outbox.sqlite") as db:
-        assert db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("2",)
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("3",)
     with Outbox(tmp_path / "outbox.sqlite") as reopened:  # opening again changes nothing
         assert len(reopened.returns(after[0].key)) == 1
 

@@ -106,7 +106,10 @@ def add_dispatch_commands(commands: Any) -> None:
         "journal",
         help="who received what, when, with which acknowledgement, and who did not and why",
         description="Print the transmission journal: one line per delivery with its state, "
-        "times and acknowledgement; with --suppressed, the destinations left out and why.",
+        "times and acknowledgement; with --suppressed, the destinations left out and why. With "
+        "--verify, check the journal's hash chain instead: exit 0 and print the number of rows and "
+        "the head (keep it: a later rewrite of the whole chain shows against it), or exit 1 naming "
+        "the first row that was changed, removed, reordered or added outside crbio.",
     )
     config_option(journal)
     journal.add_argument("--document", metavar="OID", help="only this document version")
@@ -114,6 +117,7 @@ def add_dispatch_commands(commands: Any) -> None:
     journal.add_argument("--state", choices=("queued", "sending", "retrying", "acknowledged", "dead"))
     journal.add_argument("--suppressed", action="store_true", help="list the suppressed destinations")
     journal.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    journal.add_argument("--verify", action="store_true", help="verify the journal's hash chain")
     journal.set_defaults(run=_journal)
 
     simulate = commands.add_parser(
@@ -364,9 +368,35 @@ _JOURNAL_COLUMNS = (
 )
 
 
+def _verify_journal(args: argparse.Namespace) -> int:
+    from crbio.dispatch.outbox_backends import open_outbox
+
+    if args.document or args.since or args.state or args.suppressed:
+        raise InputError(
+            "--verify: checks the whole journal, not with --document, --since, --state or --suppressed",
+            code="input.option",
+        )
+    with open_outbox(_config(args)) as outbox:
+        result = outbox.verify_journal()
+    if args.format == "json":
+        print(json.dumps(result.to_dict(), ensure_ascii=False, indent=1))
+    elif result.ok:
+        print(result.summary())
+        if result.migrated_rows:
+            print(
+                f"  the chain starts at {result.started_at}, when this outbox was upgraded: the "
+                f"{result.migrated_rows} rows already there are vouched for from then on"
+            )
+    else:
+        print(f"crbio: {result.summary()}", file=sys.stderr)
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
 def _journal(args: argparse.Namespace) -> int:
     from crbio.dispatch.outbox_backends import open_outbox
 
+    if args.verify:
+        return _verify_journal(args)
     config = _config(args)
     since = None
     if args.since:

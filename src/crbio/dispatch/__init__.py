@@ -5,11 +5,13 @@
 >>> result = dispatch(documents, config)      # plan + queue, idempotent
 >>> deliver(config, result.keys)               # or leave it to `crbio worker`
 >>> collect_returns(config)                    # DSN/MDN from the lab's mailbox into the journal
+>>> open_outbox(config).verify_journal().raise_if_broken()   # the journal's hash chain
 """
 
 from crbio.dispatch.api import DispatchResult, delete, deliver, dispatch
 from crbio.dispatch.config import DispatchConfig, RetryPolicy, RoutingRules
 from crbio.dispatch.delivery import Acknowledgement, Action, Channel, Delivery, Job, Recipient, RecipientKind
+from crbio.dispatch.journal_chain import JournalBreak, JournalBroken, JournalVerification
 from crbio.dispatch.mailbox import MailboxError, ReturnsSummary, collect_returns
 from crbio.dispatch.outbox import Outbox, Transmission
 from crbio.dispatch.outbox_backends import open_outbox
@@ -25,6 +27,9 @@ __all__ = [
     "DispatchConfig",
     "DispatchResult",
     "Job",
+    "JournalBreak",
+    "JournalBroken",
+    "JournalVerification",
     "MailboxError",
     "Outbox",
     "Plan",

@@ -21,6 +21,7 @@ delivery status notifications and read receipts (see :mod:`crbio.dispatch.return
 
 from __future__ import annotations
 
+import heapq
 import json
 import socket
 import sqlite3
@@ -33,13 +34,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from crbio.dispatch import journal_chain as chain
 from crbio.dispatch.delivery import Acknowledgement, Action, Channel, Delivery
+from crbio.dispatch.outbox_file import APPLICATION_ID, check_outbox_file, create_outbox_file
 from crbio.dispatch.plan import Plan, Suppressed
 from crbio.errors import OutboxError
 
 __all__ = ["Claim", "Outbox", "Transmission", "new_worker_id"]
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -121,8 +124,32 @@ CREATE TABLE IF NOT EXISTS return_reports (
     UNIQUE (delivery_id, report_id, recipient)
 );
 """
+# Schema 3: the journal's hash chain (see crbio.dispatch.journal_chain): each journaled row's
+# position and hash, the delivery row an event left, and the chain's head. Added by ALTER to new
+# outboxes too, so that a new and an upgraded outbox have the very same tables.
+_CHAIN_SCHEMA = (
+    *(
+        f"ALTER TABLE {table} ADD COLUMN {column} {kind}"
+        for table in ("documents", "events", "suppressions", "return_reports")
+        for column, kind in (("chain_seq", "INTEGER"), ("chain_hash", "TEXT"))
+    ),
+    "ALTER TABLE events ADD COLUMN delivery_state TEXT",
+    """CREATE TABLE journal_head (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        seq INTEGER NOT NULL,
+        hash TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        migrated_rows INTEGER NOT NULL
+    )""",
+    f"PRAGMA application_id = {APPLICATION_ID}",
+)
 # The schema versions an outbox is upgraded from in place: to which version, with which statements.
-_MIGRATIONS: dict[str, tuple[str, tuple[str, ...]]] = {"1": ("2", (_RETURNS_SCHEMA,))}
+_MIGRATIONS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "1": ("2", (_RETURNS_SCHEMA,)),
+    "2": ("3", _CHAIN_SCHEMA),
+}
+# The tables that make a database a crbio outbox (of any schema version).
+_OUTBOX_TABLES = frozenset({"meta", "documents", "deliveries", "events", "suppressions"})
 # Which return decides a delivery's outcome in the journal, most telling first: failures
 # before successes, what the reader did before what the servers did.
 _OUTCOME_ORDER = (
@@ -196,50 +223,75 @@ class Transmission:
 class Outbox:
     """The outbox on one SQLite database; one instance per thread (SQLite connections are not shared).
 
+    A new outbox file is created complete (see :func:`~crbio.dispatch.outbox_file.create_outbox_file`);
+    an existing one is checked before it is opened (:func:`~crbio.dispatch.outbox_file.check_outbox_file`:
+    empty, not SQLite, another application's, truncated, damaged log) and by SQLite's quick check.
+
     Raises:
-        OutboxError: the file cannot be opened, is not a crbio outbox, fails SQLite's integrity
-            check, or has a schema this version does not know.
+        OutboxError: the file cannot be opened, is not a crbio outbox, is empty, truncated or
+            damaged, fails SQLite's integrity check, or has a schema this version does not know.
     """
 
     def __init__(self, path: str | Path, *, lease_seconds: float = 120.0, clock: Any = time.time) -> None:
         self.path = Path(path)
         self.lease_seconds = lease_seconds
         self._clock = clock
+        self._links: list[chain.Link] = []  # journal rows of the open transaction, chained at commit
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not self.path.exists():
+                create_outbox_file(self.path, self._create_schema)
+            check_outbox_file(self.path)
             self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # FULL: a committed state change survives a power loss, not only a crash.
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._check_and_create()
+            try:
+                self._db.row_factory = sqlite3.Row
+                self._recognise()  # before the first write: switching to WAL changes the file
+                self._db.execute("PRAGMA journal_mode=WAL")
+                # FULL: a committed state change survives a power loss, not only a crash.
+                self._db.execute("PRAGMA synchronous=FULL")
+                self._db.execute("PRAGMA foreign_keys=ON")
+                self._check_and_create()
+            except BaseException:
+                self._db.close()
+                raise
+        except sqlite3.OperationalError as exc:  # a full disk, a read-only file: not the file's fault
+            raise OutboxError(f"{self.path}: cannot open the outbox for writing ({exc})") from None
         except sqlite3.DatabaseError as exc:
             raise OutboxError(f"{self.path}: not a usable outbox database ({exc})") from None
         except OSError as exc:
             raise OutboxError(f"{self.path}: cannot open the outbox ({exc.strerror})") from None
 
-    def _check_and_create(self) -> None:
+    def _recognise(self) -> None:
+        """Refuse a database that is not a crbio outbox, before anything is written to it."""
         tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if tables and "meta" not in tables:
+        # An empty database here was not created by crbio (create_outbox_file never leaves one):
+        # refuse it rather than build an outbox inside someone else's file.
+        if not tables:
+            raise OutboxError(
+                f"{self.path}: an empty SQLite database, not a crbio outbox (delete it to start a new outbox)"
+            )
+        if not tables >= _OUTBOX_TABLES:
             raise OutboxError(f"{self.path}: this SQLite database is not a crbio outbox")
-        if tables:
-            check = self._db.execute("PRAGMA quick_check").fetchone()[0]
-            if check != "ok":
-                raise OutboxError(f"{self.path}: the outbox database is corrupted ({check})")
-            version = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-            if version is not None and version[0] in _MIGRATIONS:
-                self._migrate()
-                return
-            if version is None or version[0] != SCHEMA_VERSION:
-                raise OutboxError(f"{self.path}: unknown outbox schema version")
+
+    def _check_and_create(self) -> None:
+        check = self._db.execute("PRAGMA quick_check").fetchone()[0]
+        if check != "ok":
+            raise OutboxError(f"{self.path}: the outbox database is corrupted ({check.splitlines()[0]})")
+        version = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        if version is not None and version[0] in _MIGRATIONS:
+            self._migrate()
             return
-        # One write transaction, so a second process starting at the same time waits for a
-        # complete schema instead of seeing half of it.
-        self._db.executescript(
-            f"BEGIN IMMEDIATE; {_SCHEMA} {_RETURNS_SCHEMA}"
-            f" INSERT OR IGNORE INTO meta VALUES ('schema', '{SCHEMA_VERSION}'); COMMIT;"
-        )
+        if version is None or version[0] != SCHEMA_VERSION:
+            raise OutboxError(f"{self.path}: unknown outbox schema version")
+
+    def _create_schema(self, db: sqlite3.Connection) -> None:
+        """Build a new, empty outbox of the current schema on a fresh database."""
+        db.executescript("BEGIN IMMEDIATE;" + _SCHEMA + _RETURNS_SCHEMA)  # the transaction stays open
+        for statement in _CHAIN_SCHEMA:
+            db.execute(statement)
+        db.execute("INSERT INTO journal_head VALUES (1, 0, ?, ?, 0)", (chain.GENESIS, _iso(self._clock())))
+        db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        db.execute("COMMIT")
 
     def close(self) -> None:
         """Close the database connection."""
@@ -255,28 +307,57 @@ class Outbox:
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         # IMMEDIATE takes the write lock up front, so two workers cannot both read a row as
         # claimable and then both update it.
-        self._db.execute("BEGIN IMMEDIATE")
         try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                if self._links:
+                    self._chain_links()
+            except BaseException:
+                self._links.clear()
+                if self._db.in_transaction:  # SQLite may have rolled back itself (a full disk)
+                    self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            # A full disk, a read-only file, a lock held too long: the transaction left nothing.
+            raise OutboxError(f"{self.path}: cannot write the outbox ({exc})") from None
 
     def _event(
         self, delivery_id: int, event: str, attempt: int, worker: str | None, detail: Any = None
     ) -> None:
-        self._db.execute(
-            "INSERT INTO events (delivery_id, at, event, attempt, worker, detail) VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                delivery_id,
-                _iso(self._clock()),
-                event,
-                attempt,
-                worker,
-                json_detail(detail),
-            ),
+        # Inserted when the transaction commits, already chained (see _chain_links).
+        self._links.append(
+            chain.event_link(delivery_id, _iso(self._clock()), event, attempt, worker, json_detail(detail))
         )
+
+    def _chain_links(self) -> None:
+        """Chain the journal rows of the transaction about to commit (under its write lock)."""
+        links, self._links = self._links, []
+        ids = sorted({link.delivery_id for link in links if link.delivery_id is not None})
+        rows: dict[int, Any] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in self._db.execute(
+                f"SELECT {_JOURNAL_COLUMNS} FROM deliveries WHERE id IN ({marks})", chunk
+            ):
+                rows[r["id"]] = r
+        head = self._db.execute("SELECT seq, hash FROM journal_head").fetchone()
+        seq, last = chain.chain(links, head["seq"], head["hash"], rows)
+        self._db.executemany(
+            "INSERT INTO events (delivery_id, at, event, attempt, worker, detail, chain_seq, chain_hash,"
+            " delivery_state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(*link.insert, link.seq, link.hash, link.state) for link in links if link.insert is not None],
+        )
+        for link in links:
+            if link.row is not None:
+                column, value = link.row
+                self._db.execute(
+                    f"UPDATE {link.table} SET chain_seq = ?, chain_hash = ? WHERE {column} = ?",
+                    (link.seq, link.hash, value),
+                )
+        self._db.execute("UPDATE journal_head SET seq = ?, hash = ?", (seq, last))
 
     # -- queuing -------------------------------------------------------------------------
 
@@ -292,12 +373,15 @@ class Outbox:
         pdf: bytes,
     ) -> None:
         """Keep a document version's bytes, so any worker can send it later (idempotent)."""
+        row = document_row(document_id, set_id, version, replaces, confidentiality, _iso(self._clock()))
         with self._transaction() as db:
-            db.execute(
-                "INSERT OR IGNORE INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (document_id, set_id, version, replaces, json.dumps(list(confidentiality)), n3, pdf)
-                + (_iso(self._clock()),),
-            )
+            added = db.execute(
+                "INSERT OR IGNORE INTO documents (document_id, set_id, version, replaces, confidentiality,"
+                " n3, pdf, stored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (document_id, set_id, version, replaces, row["confidentiality"], n3, pdf, row["stored_at"]),
+            ).rowcount
+            if added:
+                self._links.append(chain.document_link(row, n3, pdf))
 
     def enqueue(self, plan: Plan, senders: Mapping[Channel, str]) -> tuple[list[str], list[str]]:
         """Queue a plan's deliveries and record its suppressions, in one transaction.
@@ -322,11 +406,14 @@ class Outbox:
                 else:
                     existing.append(d.key)
             for s in plan.suppressed:
-                db.execute(
+                params = suppression_params(plan, s, now)
+                cursor = db.execute(
                     "INSERT OR IGNORE INTO suppressions (document_id, version, channel, recipient, reason,"
                     " explanation, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    suppression_params(plan, s, now),
+                    params,
                 )
+                if cursor.rowcount:
+                    self._links.append(chain.suppression_link(int(cursor.lastrowid or 0), params))
         return added, existing
 
     def _order_after_previous(self, delivery: Delivery) -> None:
@@ -414,6 +501,34 @@ class Outbox:
                     {"summary": ack.summary, **dict(ack.detail)},
                 )
         return bool(updated)
+
+    def acknowledge_all(self, acks: Sequence[tuple[Claim, Acknowledgement, bool]]) -> list[bool]:
+        """Record several acknowledgements (claim, ack, recovered) in one transaction: one durable commit.
+
+        Each is what :meth:`acknowledge` records; the result says, for each, whether the lease
+        was still held. Workers of one process group their acknowledgements this way (see
+        :func:`crbio.dispatch.worker.run_workers`), so a commit's fsync is paid once for all.
+        """
+        now = self._clock()
+        results = []
+        with self._transaction() as db:
+            for claim, ack, recovered in acks:
+                updated = db.execute(
+                    """UPDATE deliveries SET state = 'acknowledged', acknowledged_at = ?, ack_summary = ?,
+                       ack_detail = ?, lease_owner = NULL, last_error = NULL
+                       WHERE id = ? AND state = 'sending' AND lease_owner = ?""",
+                    (_iso(now), ack.summary, json_detail(dict(ack.detail)), claim.row_id, claim.worker),
+                ).rowcount
+                if updated:
+                    self._event(
+                        claim.row_id,
+                        "recovered" if recovered else "acknowledged",
+                        claim.attempt,
+                        claim.worker,
+                        {"summary": ack.summary, **dict(ack.detail)},
+                    )
+                results.append(bool(updated))
+        return results
 
     def fail(
         self,
@@ -567,7 +682,7 @@ class Outbox:
 
     def suppressions(self, document_id: str | None = None) -> list[dict[str, Any]]:
         """Who did not receive a document and why."""
-        query, params = "SELECT * FROM suppressions", []
+        query, params = f"SELECT {_SUPPRESSION_COLUMNS} FROM suppressions", []
         if document_id:
             query += " WHERE document_id = ?"
             params.append(document_id)
@@ -584,9 +699,96 @@ class Outbox:
                 version, statements = _MIGRATIONS[version]
                 for statement in statements:
                     db.execute(statement)
+                if version == "3":
+                    self._chain_existing()
                 db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (version,))
         if version != SCHEMA_VERSION:
             raise OutboxError(f"{self.path}: unknown outbox schema version")
+
+    def _chain_existing(self) -> None:
+        """Start the journal's chain over the rows an outbox of schema 1 or 2 already holds.
+
+        Documents first (by storage time), then events, suppressions and return reports, each in
+        id order; the head records how many rows were chained this way, and when.
+        """
+        db = self._db
+        documents = [
+            chain.document_link(r, bytes(r["n3"]), bytes(r["pdf"]))
+            for r in db.execute("SELECT * FROM documents ORDER BY stored_at, document_id")
+        ]
+        seq, last = chain.chain(documents, 0, chain.GENESIS, {})
+        db.executemany(
+            "UPDATE documents SET chain_seq = ?, chain_hash = ? WHERE document_id = ?",
+            [(link.seq, link.hash, link.row[1]) for link in documents if link.row],
+        )
+        for table in ("events", "suppressions", "return_reports"):
+            after = 0
+            while rows := db.execute(
+                f"SELECT * FROM {table} WHERE id > ? ORDER BY id LIMIT 2000", (after,)
+            ).fetchall():
+                after = rows[-1]["id"]
+                links = [chain.existing_link(table, r) for r in rows]
+                ids = sorted({link.delivery_id for link in links if link.delivery_id is not None})
+                deliveries = {
+                    r["id"]: r
+                    for r in db.execute(
+                        f"SELECT * FROM deliveries WHERE id IN ({','.join('?' * len(ids))})", ids
+                    )
+                }
+                seq, last = chain.chain(links, seq, last, deliveries)
+                db.executemany(
+                    f"UPDATE {table} SET chain_seq = ?, chain_hash = ?"
+                    + (", delivery_state = ? WHERE id = ?" if table == "events" else " WHERE id = ?"),
+                    [
+                        (link.seq, link.hash, *((link.state,) if table == "events" else ()), row["id"])
+                        for link, row in zip(links, rows, strict=True)
+                    ],
+                )
+        db.execute("INSERT INTO journal_head VALUES (1, ?, ?, ?, ?)", (seq, last, _iso(self._clock()), seq))
+
+    # -- the journal's hash chain --------------------------------------------------------------
+
+    def verify_journal(self) -> chain.JournalVerification:
+        """Walk the journal's hash chain and check every delivery against its last journaled event.
+
+        Returns a :class:`~crbio.dispatch.journal_chain.JournalVerification`: ``ok``, the rows
+        walked, the head, and otherwise the first broken row (table, id, delivery key or document
+        OID, what is wrong — never patient data); ``raise_if_broken()`` turns a break into
+        :class:`~crbio.dispatch.journal_chain.JournalBroken` (code ``dispatch.journal-broken``).
+        Reads one consistent snapshot (a read transaction); the stored documents' bytes are
+        hashed again, so this reads the whole outbox.
+        """
+        db = self._db
+        db.execute("BEGIN")  # one snapshot for the whole walk, while workers go on writing
+        try:
+            head = db.execute("SELECT * FROM journal_head").fetchone()
+            documents = db.execute(
+                "SELECT document_id, chain_seq FROM documents WHERE chain_seq IS NOT NULL ORDER BY chain_seq"
+            ).fetchall()
+            rows = heapq.merge(
+                (_chained_document(db, r["document_id"]) for r in documents),
+                *(_chained(db.execute(query), table) for table, query in _CHAINED),
+                key=_position,
+            )
+            unchained = None
+            for table, query in _UNCHAINED:
+                found = db.execute(query).fetchone()
+                if found is not None:
+                    unchained = chain.ChainedRow(table, str(found["id"]), None, None, found["key"], None)
+                    break
+            walked, broken = chain.verify_chain(
+                head, rows, db.execute("SELECT * FROM deliveries ORDER BY id"), unchained
+            )
+        finally:
+            db.execute("COMMIT")
+        return chain.JournalVerification(
+            rows=walked if broken else int(head["seq"]),
+            head=str(head["hash"]),
+            started_at=head["started_at"],
+            migrated_rows=int(head["migrated_rows"]),
+            broken=broken,
+            location=str(self.path),
+        )
 
     def mssante_delivery(self, message_id: str) -> tuple[str, Delivery] | None:
         """The MSSanté delivery whose messages carry this 32-hex id (``Job.message_id``), if any."""
@@ -629,12 +831,15 @@ class Outbox:
             row = db.execute("SELECT id, attempts FROM deliveries WHERE key = ?", (key,)).fetchone()
             if row is None:
                 raise OutboxError(f"delivery {key[:16]} is not in the outbox")
-            added = db.execute(
+            values = (report_id, kind, recipient, action, status, diagnostic, reported_at, _iso(now))
+            cursor = db.execute(
                 """INSERT OR IGNORE INTO return_reports (delivery_id, report_id, kind, recipient, action,
                    status, diagnostic, reported_at, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                (row["id"], report_id, kind, recipient, action, status, diagnostic, reported_at, _iso(now)),
-            ).rowcount
+                (row["id"], *values),
+            )
+            added = cursor.rowcount
             if added:
+                self._links.append(chain.return_link(int(cursor.lastrowid or 0), row["id"], values))
                 event, detail = return_event(kind, action, status, diagnostic, reported_at)
                 self._event(row["id"], event, row["attempts"], None, detail)
         return bool(added)
@@ -668,6 +873,82 @@ class Outbox:
                 report = dict(r)
                 found.setdefault(report.pop("key"), []).append(report)
         return with_reports(lines, found)
+
+
+# What the chain reads of a delivery: its id and its journal columns.
+_JOURNAL_COLUMNS = ", ".join(("id", *chain.DELIVERY_JOURNAL_COLUMNS))
+# What suppressions() returns (the chain's own columns are not part of a suppression).
+_SUPPRESSION_COLUMNS = ", ".join(("id", *chain.SUPPRESSION_COLUMNS))
+# The first journal row of each table outside the chain (a row added by hand), for verify_journal.
+_UNCHAINED = (
+    (
+        "documents",
+        "SELECT document_id AS id, document_id AS key FROM documents WHERE chain_seq IS NULL LIMIT 1",
+    ),
+    (
+        "events",
+        "SELECT e.id, d.key FROM events e LEFT JOIN deliveries d ON d.id = e.delivery_id"
+        " WHERE e.chain_seq IS NULL LIMIT 1",
+    ),
+    ("suppressions", "SELECT id, document_id AS key FROM suppressions WHERE chain_seq IS NULL LIMIT 1"),
+    (
+        "return_reports",
+        "SELECT r.id, d.key FROM return_reports r LEFT JOIN deliveries d ON d.id = r.delivery_id"
+        " WHERE r.chain_seq IS NULL LIMIT 1",
+    ),
+)
+
+
+def _position(row: chain.ChainedRow) -> int:
+    return -1 if row.seq is None else row.seq
+
+
+# The chained rows of the other tables, in chain order (id order is chain order: rows are inserted
+# or stamped in position order under the write lock; a row out of order is reported as such).
+_CHAINED = (
+    (
+        "events",
+        "SELECT e.*, d.key AS delivery_key FROM events e LEFT JOIN deliveries d ON d.id = e.delivery_id"
+        " WHERE e.chain_seq IS NOT NULL ORDER BY e.id",
+    ),
+    ("suppressions", "SELECT * FROM suppressions WHERE chain_seq IS NOT NULL ORDER BY id"),
+    (
+        "return_reports",
+        "SELECT r.*, d.key AS delivery_key FROM return_reports r LEFT JOIN deliveries d"
+        " ON d.id = r.delivery_id WHERE r.chain_seq IS NOT NULL ORDER BY r.id",
+    ),
+)
+
+
+def _chained(rows: Iterable[Mapping[str, Any]], table: str) -> Iterator[chain.ChainedRow]:
+    """Chained rows of one table (either backend) as the verifier reads them."""
+    for row in rows:
+        yield chain.chained_row(table, row)
+
+
+def _chained_document(db: sqlite3.Connection, document_id: str) -> chain.ChainedRow:
+    # The bytes are read one document at a time: an outbox holds gigabytes of them.
+    row = db.execute("SELECT * FROM documents WHERE document_id = ?", (document_id,)).fetchone()
+    return chain.chained_row("documents", row)
+
+
+def document_row(
+    document_id: str,
+    set_id: str,
+    version: int,
+    replaces: str | None,
+    confidentiality: Sequence[str],
+    stored_at: str,
+) -> dict[str, Any]:
+    """The journaled columns of a new ``documents`` row (all but its bytes)."""
+    return {
+        "document_id": document_id,
+        "set_id": set_id,
+        "version": version,
+        "replaces": replaces,
+        "confidentiality": json.dumps(list(confidentiality)),
+        "stored_at": stored_at,
+    }
 
 
 def previous_target(delivery: Delivery) -> str | None:

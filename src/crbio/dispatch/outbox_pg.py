@@ -16,6 +16,7 @@ The driver is psycopg 3 (``pip install "crbio[postgresql]"``).
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -23,14 +24,19 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from crbio.dispatch import journal_chain as chain
 from crbio.dispatch.delivery import Acknowledgement, Channel, Delivery
 from crbio.dispatch.outbox import (
+    _SUPPRESSION_COLUMNS,
     SCHEMA_VERSION,
     Claim,
     Outbox,
     Transmission,
+    _chained,
     _iso,
+    _position,
     delivery_params,
+    document_row,
     failure_detail,
     json_detail,
     previous_target,
@@ -128,7 +134,25 @@ _SCHEMA = (
         UNIQUE (delivery_id, report_id, recipient)
     )""",
 )
+# Schema 3: the journal's hash chain, as on SQLite (see crbio.dispatch.journal_chain).
+_CHAIN_SCHEMA = (
+    *(
+        f"ALTER TABLE {table} ADD COLUMN {column} {kind}"
+        for table in ("documents", "events", "suppressions", "return_reports")
+        for column, kind in (("chain_seq", "BIGINT"), ("chain_hash", "TEXT"))
+    ),
+    "ALTER TABLE events ADD COLUMN delivery_state TEXT",
+    """CREATE TABLE journal_head (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        seq BIGINT NOT NULL,
+        hash TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        migrated_rows BIGINT NOT NULL
+    )""",
+)
 _PENDING = "('queued', 'retrying', 'sending')"
+# What the chain reads of a delivery: its id and its journal columns.
+_JOURNAL_COLUMNS = ", ".join(("id", *chain.DELIVERY_JOURNAL_COLUMNS))
 
 
 def dsn_location(dsn: str) -> str:
@@ -180,6 +204,7 @@ class PostgresOutbox(Outbox):
         self.lease_seconds = lease_seconds
         self._injected = clock
         self._psycopg = driver
+        self._links: list[chain.Link] = []  # journal rows of the open transaction, chained at commit
         try:
             self._conn: psycopg.Connection[dict[str, Any]] = driver.connect(
                 dsn, autocommit=True, row_factory=dict_row, application_name="crbio-outbox"
@@ -200,15 +225,64 @@ class PostgresOutbox(Outbox):
             if found.get("meta") is None:
                 if found.get("deliveries") is not None:
                     raise OutboxError(f"{self.location}: this database is not a crbio outbox")
-                for statement in _SCHEMA:
+                for statement in (*_SCHEMA, *_CHAIN_SCHEMA):
                     cur.execute(statement)
+                cur.execute(
+                    "INSERT INTO journal_head VALUES (1, 0, %s, %s, 0)", (chain.GENESIS, _iso(self._now(cur)))
+                )
                 cur.execute("INSERT INTO meta VALUES ('schema', %s)", (SCHEMA_VERSION,))
                 log.info("created the outbox schema in %s", self.location)
                 return
             cur.execute("SELECT value FROM meta WHERE key = 'schema'")
             version = cur.fetchone()
+            if version is not None and version["value"] == "2":
+                # Schema 2 (before the journal's chain): upgraded in place, under the schema lock.
+                for statement in _CHAIN_SCHEMA:
+                    cur.execute(statement)
+                self._chain_existing_pg(cur)
+                cur.execute("UPDATE meta SET value = %s WHERE key = 'schema'", (SCHEMA_VERSION,))
+                log.info("upgraded the outbox schema in %s to version %s", self.location, SCHEMA_VERSION)
+                return
             if version is None or version["value"] != SCHEMA_VERSION:
                 raise OutboxError(f"{self.location}: unknown outbox schema version")
+
+    def _chain_existing_pg(self, cur: psycopg.Cursor[dict[str, Any]]) -> None:
+        """Start the journal's chain over the rows a schema 2 outbox holds, as the SQLite outbox does."""
+        cur.execute("SELECT document_id FROM documents ORDER BY stored_at, document_id")
+        documents = []
+        for document_id in [r["document_id"] for r in cur.fetchall()]:
+            cur.execute("SELECT * FROM documents WHERE document_id = %s", (document_id,))
+            row = cur.fetchone()
+            assert row is not None
+            documents.append(chain.document_link(row, bytes(row["n3"]), bytes(row["pdf"])))
+        seq, last = chain.chain(documents, 0, chain.GENESIS, {})
+        cur.executemany(
+            "UPDATE documents SET chain_seq = %s, chain_hash = %s WHERE document_id = %s",
+            [(link.seq, link.hash, link.row[1]) for link in documents if link.row],
+        )
+        for table in ("events", "suppressions", "return_reports"):
+            after = 0
+            while True:
+                cur.execute(f"SELECT * FROM {table} WHERE id > %s ORDER BY id LIMIT 2000", (after,))
+                rows = cur.fetchall()
+                if not rows:
+                    break
+                after = rows[-1]["id"]
+                links = [chain.existing_link(table, r) for r in rows]
+                ids = sorted({link.delivery_id for link in links if link.delivery_id is not None})
+                cur.execute(f"SELECT {_JOURNAL_COLUMNS} FROM deliveries WHERE id = ANY(%s)", (ids,))
+                seq, last = chain.chain(links, seq, last, {r["id"]: r for r in cur.fetchall()})
+                cur.executemany(
+                    f"UPDATE {table} SET chain_seq = %s, chain_hash = %s"
+                    + (", delivery_state = %s WHERE id = %s" if table == "events" else " WHERE id = %s"),
+                    [
+                        (link.seq, link.hash, *((link.state,) if table == "events" else ()), row["id"])
+                        for link, row in zip(links, rows, strict=True)
+                    ],
+                )
+        cur.execute(
+            "INSERT INTO journal_head VALUES (1, %s, %s, %s, %s)", (seq, last, _iso(self._now(cur)), seq)
+        )
 
     def close(self) -> None:
         """Close the database connection."""
@@ -222,9 +296,56 @@ class PostgresOutbox(Outbox):
         try:
             with self._conn.transaction(), self._conn.cursor() as cur:
                 yield cur
+                if self._links:
+                    self._chain_links_pg(cur)
         except self._psycopg.OperationalError as exc:
             # The server went away or the connection broke: the transaction did not happen.
             raise OutboxError(f"{self.location}: outbox database error ({_first_line(exc)})") from None
+        finally:
+            self._links.clear()
+
+    def _chain_links_pg(self, cur: psycopg.Cursor[dict[str, Any]]) -> None:
+        """Chain the journal rows of the transaction about to commit, one transaction at a time.
+
+        The row lock on ``journal_head`` serialises the appends of concurrent workers (the chain
+        never forks); it is taken last, so it is held only for two statements and the commit.
+        The deliveries are read in the statement that takes it: each is one this transaction
+        changed (so locked and seen as changed) or, for a return report, one it locked with
+        ``FOR SHARE`` (so no other worker can change it before this commit).
+        """
+        links, self._links = self._links, []
+        ids = sorted({link.delivery_id for link in links if link.delivery_id is not None})
+        cur.execute(
+            "WITH head AS (SELECT seq, hash FROM journal_head WHERE id = 1 FOR UPDATE)"
+            f" SELECT head.seq AS head_seq, head.hash AS head_hash, d.* FROM head LEFT JOIN"
+            f" (SELECT {_JOURNAL_COLUMNS} FROM deliveries WHERE id = ANY(%s)) d ON true",
+            (ids,),
+        )
+        found = cur.fetchall()
+        rows = {r["id"]: r for r in found if r["id"] is not None}
+        seq, last = chain.chain(links, int(found[0]["head_seq"]), str(found[0]["head_hash"]), rows)
+        events = [
+            (*link.insert, link.seq, link.hash, link.state) for link in links if link.insert is not None
+        ]
+        for link in links:
+            if link.row is not None:
+                column, value = link.row
+                cur.execute(
+                    f"UPDATE {link.table} SET chain_seq = %s, chain_hash = %s WHERE {column} = %s",
+                    (link.seq, link.hash, value),
+                )
+        # The events and the new head in one statement: one round trip while the lock is held.
+        values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(events))
+        cur.execute(
+            "WITH head AS (UPDATE journal_head SET seq = %s, hash = %s WHERE id = 1) "
+            + (
+                "INSERT INTO events (delivery_id, at, event, attempt, worker, detail, chain_seq, chain_hash,"
+                f" delivery_state) VALUES {values}"
+                if events
+                else "SELECT 1"
+            ),
+            (seq, last, *(value for event in events for value in event)),
+        )
 
     def _now(self, cur: psycopg.Cursor[dict[str, Any]]) -> float:
         if self._injected is not None:
@@ -244,10 +365,9 @@ class PostgresOutbox(Outbox):
         worker: str | None,
         detail: Any = None,
     ) -> None:
-        cur.execute(
-            "INSERT INTO events (delivery_id, at, event, attempt, worker, detail)"
-            " VALUES (%s, %s, %s, %s, %s, %s)",
-            (delivery_id, _iso(now), event, attempt, worker, json_detail(detail)),
+        # Inserted when the transaction commits, already chained (see _chain_links).
+        self._links.append(
+            chain.event_link(delivery_id, _iso(now), event, attempt, worker, json_detail(detail))
         )
 
     def _rows(self, query: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[dict[str, Any]]:
@@ -270,13 +390,14 @@ class PostgresOutbox(Outbox):
     ) -> None:
         """Keep a document version's bytes, so any worker can send it later (idempotent)."""
         with self._transaction() as cur:
-            now = self._now(cur)
+            row = document_row(document_id, set_id, version, replaces, confidentiality, _iso(self._now(cur)))
             cur.execute(
-                "INSERT INTO documents VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (document_id) DO NOTHING",
-                (document_id, set_id, version, replaces, json.dumps(list(confidentiality)), n3, pdf)
-                + (_iso(now),),
+                "INSERT INTO documents (document_id, set_id, version, replaces, confidentiality, n3, pdf,"
+                " stored_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (document_id) DO NOTHING",
+                (document_id, set_id, version, replaces, row["confidentiality"], n3, pdf, row["stored_at"]),
             )
+            if cur.rowcount:
+                self._links.append(chain.document_link(row, n3, pdf))
 
     def enqueue(self, plan: Plan, senders: Mapping[Channel, str]) -> tuple[list[str], list[str]]:
         """Queue a plan's deliveries and record its suppressions, in one transaction.
@@ -303,11 +424,15 @@ class PostgresOutbox(Outbox):
                 added.append(d.key)
                 self._add_event(cur, now, int(row["id"]), "queued", 0, None)
             for s in plan.suppressed:
+                params = suppression_params(plan, s, now)
                 cur.execute(
                     "INSERT INTO suppressions (document_id, version, channel, recipient, reason, explanation,"
-                    " at) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                    suppression_params(plan, s, now),
+                    " at) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING id",
+                    params,
                 )
+                added_row = cur.fetchone()
+                if added_row is not None:
+                    self._links.append(chain.suppression_link(int(added_row["id"]), params))
         return added, existing
 
     @staticmethod
@@ -403,6 +528,32 @@ class PostgresOutbox(Outbox):
                     {"summary": ack.summary, **dict(ack.detail)},
                 )
         return bool(updated)
+
+    def acknowledge_all(self, acks: Sequence[tuple[Claim, Acknowledgement, bool]]) -> list[bool]:
+        """Record several acknowledgements in one transaction (see :meth:`Outbox.acknowledge_all`)."""
+        results = []
+        with self._transaction() as cur:
+            now = self._now(cur)
+            for claim, ack, recovered in acks:
+                cur.execute(
+                    """UPDATE deliveries SET state = 'acknowledged', acknowledged_at = %s, ack_summary = %s,
+                       ack_detail = %s, lease_owner = NULL, last_error = NULL
+                       WHERE id = %s AND state = 'sending' AND lease_owner = %s""",
+                    (_iso(now), ack.summary, json_detail(dict(ack.detail)), claim.row_id, claim.worker),
+                )
+                updated = cur.rowcount
+                if updated:
+                    self._add_event(
+                        cur,
+                        now,
+                        claim.row_id,
+                        "recovered" if recovered else "acknowledged",
+                        claim.attempt,
+                        claim.worker,
+                        {"summary": ack.summary, **dict(ack.detail)},
+                    )
+                results.append(bool(updated))
+        return results
 
     def fail(
         self,
@@ -548,7 +699,7 @@ class PostgresOutbox(Outbox):
 
     def suppressions(self, document_id: str | None = None) -> list[dict[str, Any]]:
         """Who did not receive a document and why."""
-        query, params = "SELECT * FROM suppressions", []
+        query, params = f"SELECT {_SUPPRESSION_COLUMNS} FROM suppressions", []
         if document_id:
             query += " WHERE document_id = %s"
             params.append(document_id)
@@ -588,18 +739,22 @@ class PostgresOutbox(Outbox):
         """
         with self._transaction() as cur:
             now = self._now(cur)
-            cur.execute("SELECT id, attempts FROM deliveries WHERE key = %s", (key,))
+            # FOR SHARE: the delivery cannot change before this commits (see _chain_links_pg).
+            cur.execute("SELECT id, attempts FROM deliveries WHERE key = %s FOR SHARE", (key,))
             row = cur.fetchone()
             if row is None:
                 raise OutboxError(f"delivery {key[:16]} is not in the outbox")
+            values = (report_id, kind, recipient, action, status, diagnostic, reported_at, _iso(now))
             cur.execute(
                 """INSERT INTO return_reports (delivery_id, report_id, kind, recipient, action, status,
                    diagnostic, reported_at, recorded_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
-                   ON CONFLICT (delivery_id, report_id, recipient) DO NOTHING""",
-                (row["id"], report_id, kind, recipient, action, status, diagnostic, reported_at, _iso(now)),
+                   ON CONFLICT (delivery_id, report_id, recipient) DO NOTHING RETURNING id""",
+                (row["id"], *values),
             )
-            added = cur.rowcount
-            if added:
+            inserted = cur.fetchone()
+            added = 0 if inserted is None else 1
+            if inserted is not None:
+                self._links.append(chain.return_link(int(inserted["id"]), row["id"], values))
                 event, detail = return_event(kind, action, status, diagnostic, reported_at)
                 self._add_event(cur, now, row["id"], event, row["attempts"], None, detail)
         return bool(added)
@@ -619,6 +774,67 @@ class PostgresOutbox(Outbox):
         for report in self._rows(self._REPORTS, ([line.key for line in lines],)):
             found.setdefault(report.pop("key"), []).append(report)
         return with_reports(lines, found)
+
+    # -- the journal's hash chain --------------------------------------------------------------
+
+    def verify_journal(self) -> chain.JournalVerification:
+        """Walk the journal's hash chain; see :meth:`Outbox.verify_journal`.
+
+        Reads one snapshot (a repeatable-read, read-only transaction) with server-side cursors,
+        so neither concurrent workers nor the size of the journal get in the way.
+        """
+        from crbio.dispatch.outbox import _CHAINED, _UNCHAINED
+
+        with self._transaction() as cur:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            cur.execute("SELECT * FROM journal_head WHERE id = 1")
+            head = cur.fetchone()
+            assert head is not None
+            cur.execute(
+                "SELECT document_id, chain_seq FROM documents WHERE chain_seq IS NOT NULL ORDER BY chain_seq"
+            )
+            documents = [str(r["document_id"]) for r in cur.fetchall()]
+            unchained = None
+            for table, query in _UNCHAINED:
+                cur.execute(query)
+                found = cur.fetchone()
+                if found is not None:
+                    unchained = chain.ChainedRow(table, str(found["id"]), None, None, found["key"], None)
+                    break
+            streams = [self._stream(f"crbio_verify_{table}", query) for table, query in _CHAINED]
+            rows = heapq.merge(
+                (self._chained_document(cur, document_id) for document_id in documents),
+                *(_chained(stream, table) for stream, (table, _) in zip(streams, _CHAINED, strict=True)),
+                key=_position,
+            )
+            walked, broken = chain.verify_chain(
+                head,
+                rows,
+                self._stream("crbio_verify_deliveries", "SELECT * FROM deliveries ORDER BY id"),
+                unchained,
+            )
+        return chain.JournalVerification(
+            rows=walked if broken else int(head["seq"]),
+            head=str(head["hash"]),
+            started_at=head["started_at"],
+            migrated_rows=int(head["migrated_rows"]),
+            broken=broken,
+            location=self.location,
+        )
+
+    def _stream(self, name: str, query: str) -> Iterator[dict[str, Any]]:
+        # A server-side cursor: rows come in batches, not all at once.
+        with self._conn.cursor(name=name) as cursor:
+            cursor.itersize = 2000
+            cursor.execute(query)
+            yield from cursor
+
+    @staticmethod
+    def _chained_document(cur: psycopg.Cursor[dict[str, Any]], document_id: str) -> chain.ChainedRow:
+        cur.execute("SELECT * FROM documents WHERE document_id = %s", (document_id,))
+        row = cur.fetchone()
+        assert row is not None
+        return chain.chained_row("documents", row)
 
 
 def _first_line(exc: BaseException) -> str:
