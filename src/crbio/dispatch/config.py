@@ -47,7 +47,12 @@
 
 Relative paths are resolved against the file's directory. Secrets are read from files or
 environment variables by the senders (``password_file``, ``client_secret_env``…) and are never
-logged or printed.
+logged or printed. Loading the file also reads every certificate it names (``client_*``,
+``sign_*`` of the enabled destinations and of ``[mailbox]``), so an expired or not yet valid one
+stops the program at start-up, and one expiring within 30 days is announced then. A URL or host
+carrying credentials (``https://user:password@…``, ``?access_token=…``) is refused: credentials
+go in their own ``*_file`` / ``*_env`` settings, never where they would be logged. Certificate
+verification cannot be switched off: there is no setting for it.
 """
 
 from __future__ import annotations
@@ -58,11 +63,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 from crbio import __version__
 from crbio.dispatch.delivery import Channel
 from crbio.dispatch.senders.base import SenderContext
-from crbio.dispatch.tls import read_secret
+from crbio.dispatch.tls import check_credentials, read_secret
 from crbio.errors import ConfigurationError
 
 __all__ = [
@@ -134,7 +140,8 @@ class Destination:
     channel: Channel
     enabled: bool
     sender: str
-    settings: Mapping[str, Any] = field(default_factory=dict)
+    # Out of repr: it may hold an inline secret (local tests) and reprs end up in logs.
+    settings: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def address(self) -> str:
@@ -159,7 +166,7 @@ class MailboxSettings:
     poll_seconds: float = 300.0
     timeout: float = 30.0
     max_message_bytes: int = 32 * 1024 * 1024
-    settings: Mapping[str, Any] = field(default_factory=dict)
+    settings: Mapping[str, Any] = field(default_factory=dict, repr=False)  # may hold a password
 
 
 @dataclass(frozen=True)
@@ -191,11 +198,16 @@ class DispatchConfig:
         """
         file = Path(path)
         try:
-            data = tomllib.loads(file.read_text(encoding="utf-8"))
+            # utf-8-sig: a BOM left by a Windows editor is not a TOML error.
+            data = tomllib.loads(file.read_text(encoding="utf-8-sig"))
         except OSError as exc:
             raise ConfigurationError(f"{file}: cannot read ({exc.strerror})", code="config.file") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigurationError(f"{file}: not valid TOML ({exc})", code="config.file") from None
+        except RecursionError:  # tomllib recurses once per nested array or inline table
+            raise ConfigurationError(
+                f"{file}: not valid TOML (nested too deeply)", code="config.file"
+            ) from None
         return cls.from_mapping(data, base_dir=file.resolve().parent)
 
     @classmethod
@@ -262,6 +274,9 @@ class DispatchConfig:
             sender = (
                 _string(section, f"destinations.{name}", "sender", required=False) or DEFAULT_SENDERS[channel]
             )
+            _no_credentials_in_addresses(settings, f"destinations.{name}")
+            if enabled:
+                check_credentials(settings, context, where=f"destinations.{name}")
             destinations[channel] = Destination(channel, enabled, sender, settings)
         return cls(
             context=context,
@@ -274,7 +289,7 @@ class DispatchConfig:
             retry=retry,
             rules=RoutingRules(**rules_table),
             destinations=destinations,
-            mailbox=_mailbox(data),
+            mailbox=_mailbox(data, context),
         )
 
 
@@ -307,11 +322,13 @@ def _folder(table: Mapping[str, Any], key: str, default: str | None) -> str | No
     return value
 
 
-def _mailbox(data: Mapping[str, Any]) -> MailboxSettings | None:
+def _mailbox(data: Mapping[str, Any], context: SenderContext) -> MailboxSettings | None:
     if "mailbox" not in data:
         return None
     table = _table(data, "mailbox")
     _only(table, "mailbox", _MAILBOX_KEYS)
+    _no_credentials_in_addresses(table, "mailbox")
+    check_credentials(table, context, where="mailbox")
     host = _required(table, "mailbox", "host").strip()
     user = _required(table, "mailbox", "user")
     if not {"password", "password_file", "password_env"} & set(table):
@@ -343,6 +360,42 @@ def _mailbox(data: Mapping[str, Any]) -> MailboxSettings | None:
         max_message_bytes=int(numbers["max_message_bytes"]),
         settings=dict(table),
     )
+
+
+#: Query parameters that carry credentials: a URL is logged (HTTP clients log it), a secret is not.
+_SECRET_PARAMETERS = frozenset(
+    {
+        *("access_token", "api_key", "apikey", "client_secret", "key"),
+        *("pass", "password", "pwd", "secret", "token"),
+    }
+)
+
+
+def _no_credentials_in_addresses(table: Mapping[str, Any], where: str) -> None:
+    """Refuse a URL or host setting that carries credentials; the message never quotes them."""
+    for key, value in table.items():
+        if not isinstance(value, str):
+            continue
+        if "://" in value:
+            parts = urlsplit(value.strip())
+            if "@" in parts.netloc:
+                raise ConfigurationError(
+                    f"{where}.{key}: the URL must not carry credentials (user:password@); "
+                    "give them in their own *_file or *_env setting",
+                    code="config.value",
+                )
+            names = {name.lower() for name, _ in parse_qsl(parts.query, keep_blank_values=True)}
+            secret = sorted(names & _SECRET_PARAMETERS)
+            if secret:
+                raise ConfigurationError(
+                    f"{where}.{key}: the URL must not carry credentials (query parameter {secret[0]!r}); "
+                    "give them in their own *_file or *_env setting",
+                    code="config.value",
+                )
+        elif key == "host" and "@" in value:
+            raise ConfigurationError(
+                f"{where}.{key}: must be a host name, without credentials (user@)", code="config.value"
+            )
 
 
 def _table(data: Mapping[str, Any], name: str) -> Mapping[str, Any]:

@@ -4,17 +4,43 @@ Servers echo what they were sent: a registry quotes the patient id, an SMTP serv
 recipient (a patient's address is the INS), an operator the patient's name. Every sender
 passes the texts it keeps through :func:`redact`, which masks what the delivery's document
 says about the patient, then anything that looks like a patient identifier.
+
+Libraries log what passes through them, too: aiosmtpd (the simulators' SMTP server) every
+command line and message line, so a patient's ``RCPT TO`` (the address is the INS) and the
+normative subject (name, birth date); signxml the canonical XML it signs (the VIHF carries
+the INS); httpcore the response headers. :func:`quiet_third_party_loggers` keeps them at
+WARNING, and runs when this module is imported, i.e. whenever dispatch is used.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Final
 
 from crbio.dispatch.delivery import Job, RecipientKind
 from crbio.errors import InputError
 
-__all__ = ["redact"]
+__all__ = ["THIRD_PARTY_LOGGERS", "quiet_third_party_loggers", "redact"]
+
+#: Loggers of libraries crbio drives that write message content at INFO or DEBUG.
+THIRD_PARTY_LOGGERS: Final = ("mail.log", "mail.debug", "signxml", "httpcore", "hpack", "h2")
+
+
+def quiet_third_party_loggers() -> None:
+    """Set the loggers of :data:`THIRD_PARTY_LOGGERS` to WARNING, unless the application set them.
+
+    A logger whose level is already set (not ``NOTSET``) is left alone: an application that
+    wants aiosmtpd's or httpcore's wire traces asks for them explicitly, knowing they hold
+    patient data. ``crbio --debug`` does not: it is about crbio's own loggers.
+    """
+    for name in THIRD_PARTY_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.WARNING)
+
+
+quiet_third_party_loggers()
 
 _PATIENT_ADDRESS: Final = re.compile(r"[^\s@<>\"']+@patient\.mssante\.fr", re.IGNORECASE)
 _PATIENT_LIKE: Final = (

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509 import Certificate
 
@@ -27,7 +27,15 @@ from crbio.errors import ConfigurationError
 
 log = logging.getLogger("crbio.dispatch.tls")
 
-__all__ = ["CERTIFICATE_ALERTS", "ClientCredential", "client_credential", "read_secret", "tls_context"]
+__all__ = [
+    "CERTIFICATE_ALERTS",
+    "ClientCredential",
+    "check_credentials",
+    "client_credential",
+    "read_secret",
+    "server_certificate_problem",
+    "tls_context",
+]
 
 #: TLS failures (``ssl.SSLError.reason``) that are about certificates, ours or the server's:
 #: fixing them takes a person, retrying will not.
@@ -107,6 +115,10 @@ class ClientCredential:
 #: A credential expiring within this many days is announced at start-up, in time to renew it.
 EXPIRY_WARNING_DAYS = 30
 
+# Certificates already announced as expiring (setting, fingerprint): the configuration is
+# read at start-up and each sender reads its credentials again; one warning is enough.
+_announced: set[tuple[str, bytes]] = set()
+
 
 def _check_validity(certificate: Certificate, where: str) -> None:
     """Refuse a certificate outside its validity period; warn when it expires soon."""
@@ -124,6 +136,10 @@ def _check_validity(certificate: Certificate, where: str) -> None:
         )
     left = not_after - now
     if left < timedelta(days=EXPIRY_WARNING_DAYS):
+        announced = (where, certificate.fingerprint(hashes.SHA256()))
+        if announced in _announced:
+            return
+        _announced.add(announced)
         log.warning(
             "%s: the certificate expires on %s UTC (in %d days): renew it",
             where,
@@ -178,6 +194,51 @@ def client_credential(
         raise ConfigurationError(
             f"{where}: {prefix}_pkcs12 or {prefix}_cert is required", code="config.certificate"
         )
+    return None
+
+
+#: The credentials a section may name: ``client_*`` (TLS, ORG AUTH_CLI) and ``sign_*`` (ORG SIGN).
+CREDENTIAL_PREFIXES = ("client", "sign")
+
+
+def check_credentials(section: Mapping[str, Any], context: SenderContext, *, where: str) -> None:
+    """Load every credential a section names, so a bad one stops the program at start-up.
+
+    Each ``client_*`` or ``sign_*`` credential (PEM or PKCS#12, with its password) is read and
+    checked as :func:`client_credential` does: refused outside its validity period, announced
+    (once per process) when it expires within :data:`EXPIRY_WARNING_DAYS` days.
+
+    Raises:
+        ConfigurationError: a certificate or key is unreadable, its password wrong or missing,
+            or it is expired or not yet valid; the message names the setting.
+    """
+    for prefix in CREDENTIAL_PREFIXES:
+        if f"{prefix}_pkcs12" in section or f"{prefix}_cert" in section:
+            client_credential(section, prefix, context, where=where)
+
+
+def server_certificate_problem(error: BaseException, *, where: str, address: str) -> str | None:
+    """Why the server's certificate was refused, naming the setting to check; None for other failures.
+
+    ``error`` is what the TLS connection raised (its causes and contexts are searched for an
+    :class:`ssl.SSLCertVerificationError`); ``where`` is the section (``destinations.dmp``)
+    and ``address`` its setting that names the server (``url``, ``host``). A certificate for
+    another name points at ``address``; an expired one at the server; any other refusal at
+    ``ca_file``, the trusted CAs.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            why = current.verify_message or str(current.reason or "verification failed")
+            lowered = why.lower()
+            if "mismatch" in lowered:
+                return f"{where}.{address}: the server's certificate is not valid for this host ({why})"
+            if "expired" in lowered or "not yet valid" in lowered:
+                return f"{where}.{address}: the server's certificate is outside its validity period ({why})"
+            return f"{where}.ca_file: the server's certificate is not issued by a trusted CA ({why})"
+        current = current.__cause__ or current.__context__
     return None
 
 

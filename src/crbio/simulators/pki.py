@@ -72,11 +72,13 @@ def issue_certificate(
     hosts: tuple[str, ...] = (),
     not_before: datetime | None = None,
     not_after: datetime | None = None,
+    path_length: int = 0,
 ) -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
     """Issue an RSA certificate (``usage``: ``ca``, ``server``, ``client`` or ``sign``).
 
     Without an issuer the certificate is self-signed. Dates can be set to make expired or
-    not-yet-valid certificates for the tests.
+    not-yet-valid certificates for the tests. A CA with ``path_length`` 1 can issue an
+    intermediate CA, as the IGC Santé root does.
     """
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     now = datetime.now(UTC)
@@ -92,7 +94,7 @@ def issue_certificate(
     )
     if usage == "ca":
         builder = builder.add_extension(
-            x509.BasicConstraints(ca=True, path_length=0), critical=True
+            x509.BasicConstraints(ca=True, path_length=path_length), critical=True
         ).add_extension(
             x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
         )
