@@ -239,12 +239,13 @@ def test_tls_with_an_optional_client_certificate(pki: Pki) -> None:
         assert [m.client_certificate for m in sim.messages] == [None, "LABORATOIRE TEST ORG AUTH_CLI"]
 
 
-def test_tls_server_not_trusted_is_transient(pki: Pki) -> None:
+def test_tls_server_not_trusted_is_permanent(pki: Pki) -> None:
+    # Like the other senders: retrying cannot fix a CA bundle, a person must.
     with MllpSimulator(pki=pki, tls=True) as sim:
         sender = sender_for("localhost", sim.port, tls=True)  # public CA store only
-        with pytest.raises(TransientSendError) as caught:
+        with pytest.raises(PermanentSendError) as caught:
             sender.send(make_job())
-        assert caught.value.reason.startswith("TLS")
+        assert caught.value.reason.startswith("TLS: destinations.hl7v2.ca_file:")
         assert not sim.messages
 
 
@@ -398,6 +399,62 @@ def test_simulator_ack_mirrors_the_message_header(simulator: MllpSimulator) -> N
     assert (str(msh(3)), str(msh(4)), str(msh(5))) == ("PFI", "CH", "crbio")
     assert str(msh(6)) == "920000015^1.2.250.1.999.1^ISO" and str(msh(11)) == "P"
     assert parse_ack(second)[0] == "AA" and len(simulator.messages) == 2
+
+
+def _shape(node: Any) -> Any:
+    """A python-hl7 tree as nested (container class, children): equal trees, equal shapes."""
+    if isinstance(node, str):
+        return node
+    return (type(node).__name__, [_shape(child) for child in node])
+
+
+@pytest.mark.parametrize("sample", ["01-biochimie", "09-reanimation-long", "13-identite-provisoire"])
+def test_the_simulator_keeps_the_tree_python_hl7_gives(simulator: MllpSimulator, sample: str) -> None:
+    job = make_job(sample)
+    (reply,) = exchange(simulator.host, simulator.port, oru(job))
+    assert parse_ack(reply)[0] == "AA"
+    (message,) = simulator.messages
+    assert message.cda == job.n3
+    assert _shape(message.parsed) == _shape(hl7.parse(message.raw))
+    assert str(message.parsed) == str(hl7.parse(message.raw))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda m: m,
+        lambda m: tamper(m, "^Base64^", "^Base64^QUJD&"),  # a subcomponent in the document
+        lambda m: tamper(m, "|^TEXT^XML^Base64^", "|x~^TEXT^XML^Base64^"),  # OBX-5 repeats
+        lambda m: re.sub(r"\^Base64\^[A-Za-z0-9+/=]+", "^Base64^PD94bWw/Pg==", m, count=1),  # small
+        lambda m: m.replace("|", "#").replace("^", "$"),  # the message's own separators
+        lambda m: drop_segment(drop_segment(m, "OBX|1|"), "PRT||UC||SB"),  # no document OBX
+        lambda m: m + "\r\n  ",  # trailing blanks, as python-hl7 strips them
+    ],
+)
+def test_reading_a_message_gives_python_hl7s_tree(change: Callable[[str], str]) -> None:
+    from crbio.simulators.mllp import _parse
+
+    text = change(oru(make_job("09-reanimation-long")))
+    assert _shape(_parse(text)) == _shape(hl7.parse(text))
+
+
+def test_messages_in_pieces_and_in_a_row_are_each_answered(simulator: MllpSimulator) -> None:
+    first, second = make_job(), make_job("03-ecbu")
+    framed = frame(oru(first).encode())
+    data = framed + frame(oru(second).encode())
+    cut = len(framed) - 1  # between the two bytes of the first end block
+    with socket.create_connection((simulator.host, simulator.port), timeout=5) as sock:
+        for piece in (data[:1000], data[1000:cut], data[cut : cut + 1], data[cut + 1 :]):
+            sock.sendall(piece)
+            time.sleep(0.05)  # separate reads on the other side
+        received = b""
+        while received.count(b"\x1c\r") < 2:  # both acknowledgements, maybe in one read
+            chunk = sock.recv(65536)
+            assert chunk, "connection closed before both acknowledgements"
+            received += chunk
+    replies = [block.strip(b"\x0b\r").decode() for block in received.split(b"\x1c\r")[:2]]
+    assert [parse_ack(r)[:2] for r in replies] == [("AA", first.control_id), ("AA", second.control_id)]
+    assert [m.cda for m in simulator.messages] == [first.n3, second.n3]
 
 
 def test_simulator_needs_the_pki_for_tls() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import email
 import email.policy
 import io
@@ -9,7 +10,8 @@ import re
 import zipfile
 from dataclasses import replace
 from datetime import UTC, datetime
-from email.message import EmailMessage
+from email.message import EmailMessage, Message, MIMEPart
+from email.utils import format_datetime
 from typing import Any, cast
 
 import pytest
@@ -19,6 +21,7 @@ from crbio.dispatch.delivery import Action, Channel, Delivery, Job, Recipient, R
 from crbio.dispatch.header import read_header
 from crbio.dispatch.mssante import body_text, compose, message_id, pdf_file_name, subject
 from crbio.dispatch.senders.base import SenderContext
+from crbio.dispatch.xdm import build_xdm
 from crbio.errors import PermanentSendError
 
 OUTPUT = ROOT / "samples" / "output"
@@ -266,3 +269,63 @@ def test_bodies_per_action_for_the_patient() -> None:
         assert v1.document_id not in text and "1.2.250" not in text  # plain words, no OIDs
     may_reply = body_text(job("08a-diabete-v1", to_patient=True, headers={"X-MSS-CODECDA": "11502-2"}))
     assert "Ce message ne permet pas de répondre" not in may_reply
+
+
+# -- the hand-written parts equal what the email package writes ------------------------------------
+
+
+def _reference_compose(job: Job, sender: str, when: datetime) -> bytes:
+    """The message built entirely with the email package (headers, text part, attachment headers)."""
+    message = EmailMessage(policy=email.policy.SMTP)
+    message["From"] = sender
+    message["To"] = job.delivery.recipient.address
+    message["Subject"] = subject(job.header)
+    message["Date"] = format_datetime(when)
+    message["Message-ID"] = f"<{message_id(job, sender)}>"
+    previous = (job.previous or {}).get("message_id")
+    if previous and job.delivery.action is not Action.SUBMIT:
+        message["In-Reply-To"] = f"<{previous}>"
+        message["References"] = f"<{previous}>"
+    headers = {**job.delivery.metadata["headers"], "X-MSS-NIL": CONTEXT.nil}
+    for name in sorted(headers):
+        message[name] = headers[name]
+    if job.delivery.metadata.get("request_mdn"):
+        message["Disposition-Notification-To"] = sender
+    boundary = f"=_crbio.{job.message_id}"
+    message["MIME-Version"] = "1.0"
+    message["Content-Type"] = f'multipart/mixed; boundary="{boundary}"'
+    policy = email.policy.SMTP.clone(max_line_length=998)
+
+    def block(part: Message) -> bytes:
+        return b"".join(policy.fold_binary(k, v) for k, v in part.items()) + b"\r\n"
+
+    def attachment(content_type: str, filename: str, data: bytes) -> bytes:
+        part = MIMEPart(policy=email.policy.SMTP)
+        part["Content-Type"] = content_type
+        part.add_header("Content-Disposition", "attachment", filename=filename)
+        part["Content-Transfer-Encoding"] = "base64"
+        return block(part) + base64.encodebytes(data).replace(b"\n", b"\r\n")
+
+    text = MIMEPart(policy=email.policy.SMTP)
+    text.set_content(body_text(job), subtype="plain", charset="utf-8", cte="quoted-printable")
+    parts = [
+        text.as_bytes(policy=policy),
+        attachment("application/zip", "IHE_XDM.ZIP", build_xdm(job, CONTEXT, submission_time=when)),
+        attachment("application/pdf", pdf_file_name(job.header), job.pdf),
+    ]
+    delimiter = f"--{boundary}".encode()
+    return block(message) + b"".join(delimiter + b"\r\n" + p + b"\r\n" for p in parts) + delimiter + b"--\r\n"
+
+
+@pytest.mark.parametrize("sample", ["01-biochimie", "09-reanimation-long", "10-accents-apostrophes"])
+@pytest.mark.parametrize("to_patient", [False, True])
+def test_the_message_is_byte_for_byte_what_the_email_package_writes(sample: str, to_patient: bool) -> None:
+    earlier = {"message_id": "0123456789abcdef@labo-charmes.mssante.fr"}
+    for j in (
+        job(sample, to_patient=to_patient, request_mdn=to_patient),
+        job(sample, Action.REPLACE, to_patient=to_patient, replaces="1.2.3", previous=earlier),
+        job(sample, Action.DELETE, to_patient=to_patient, previous=earlier),
+    ):
+        for when in (WHEN, datetime(2026, 11, 23, 23, 59, 59, tzinfo=UTC)):
+            built = compose(j, CONTEXT, sender_address=SENDER, submission_time=when)
+            assert built == _reference_compose(j, SENDER, when)

@@ -394,6 +394,43 @@ def test_the_simulator_refuses_mail_before_starttls_and_bad_dsn_parameters(
     assert simulator.by_message_id("x@y") == [received]
 
 
+def _client(pki: Pki, sim: SmtpSimulator) -> smtplib.SMTP:
+    client = smtplib.SMTP(sim.host, sim.port, timeout=5)
+    context = ssl.create_default_context(cafile=str(pki.ca_cert))
+    context.load_cert_chain(pki.auth_cert, pki.auth_key)
+    client.starttls(context=context)
+    client.ehlo()
+    return client
+
+
+def test_the_simulator_reads_data_as_rfc_5321_says(pki: Pki, tmp_path: Path) -> None:
+    # The DATA path reads blocks, not lines: dot-stuffing, the end marker, the size and line
+    # length limits must come out as aiosmtpd's line loop gives them.
+    body = b"".join(b".line %d starts with a dot\r\n..two dots\r\nplain\r\n" % n for n in range(3000))
+    message = b"Subject: dots\r\nMessage-ID: <dots@y>\r\n\r\n" + body + b"."
+    with SmtpSimulator(pki, max_message_bytes=200_000) as sim:
+        with _client(pki, sim) as client:
+            assert client.mail(SENDER)[0] == 250 and client.rcpt(DOCTOR)[0] == 250
+            assert client.data(message)[0] == 250  # smtplib stuffs the dots and ends with CRLF.CRLF
+            # the next transaction on the same connection is read from where the last one ended
+            assert client.mail(SENDER)[0] == 250 and client.rcpt(DOCTOR)[0] == 250
+            assert client.data(b"Message-ID: <empty@y>\r\n")[0] == 250
+            assert client.mail(SENDER)[0] == 250 and client.rcpt(DOCTOR)[0] == 250
+            assert client.data(b"Message-ID: <big@y>\r\n\r\n" + b"x" * 76 * 3000)[0] == 500  # one line
+            assert client.mail(SENDER)[0] == 250 and client.rcpt(DOCTOR)[0] == 250
+            assert client.data(b"Message-ID: <big@y>\r\n\r\n" + (b"x" * 74 + b"\r\n") * 3000)[0] == 552
+            assert client.mail(SENDER)[0] == 250 and client.rcpt(DOCTOR)[0] == 250
+            assert client.data(b"Message-ID: <long@y>\r\n\r\n" + b"y" * 1000 + b"\r\n")[0] == 500
+            assert client.mail(SENDER)[0] == 250 and client.rcpt(DOCTOR)[0] == 250
+            assert client.data(b"Message-ID: <fits@y>\r\n\r\n" + b"z" * 999 + b"\r\n")[0] == 250
+            assert client.noop()[0] == 250
+        first, empty, fits = sim.messages
+    assert first.raw == message + b"\r\n"
+    assert first.message_id == "dots@y" and first.headers["Subject"] == "dots"
+    assert empty.raw == b"Message-ID: <empty@y>\r\n" and empty.message_id == "empty@y"
+    assert fits.raw.endswith(b"z" * 999 + b"\r\n")
+
+
 # -- configuration --------------------------------------------------------------------------------
 
 

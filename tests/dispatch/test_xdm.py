@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import re
@@ -157,3 +158,42 @@ def test_a_document_without_ins_still_gets_an_archive() -> None:
         e.get("identificationScheme"): e.get("value") for e in entry.iterfind("rim:ExternalIdentifier", NS)
     }
     assert "1.2.250.1.213.1.4" not in identifiers[PATIENT_ID_SCHEME]  # the local id, not an INS
+
+
+def _zipfile_archive(files: dict[str, bytes], moment: datetime) -> bytes:
+    """The archive as the standard library's zipfile writes it: the reference for build_xdm's writer."""
+    buffer = io.BytesIO()
+    stamp = moment.astimezone(UTC).timetuple()[:6]
+    with zipfile.ZipFile(buffer, "w") as out:
+        for name in sorted(files):
+            info = zipfile.ZipInfo(name, date_time=stamp)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.create_system = 3
+            info.external_attr = 0o100644 << 16
+            out.writestr(info, files[name], compresslevel=6)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("sample", ["01-biochimie", "09-reanimation-long", "10-accents-apostrophes"])
+def test_the_archive_is_byte_for_byte_what_zipfile_writes(sample: str) -> None:
+    # The document's compressed entry is computed once per document and reused for each
+    # recipient: the archive must not differ from one built from scratch by zipfile.
+    j = job(sample)
+    built = build_xdm(j, CONTEXT, submission_time=WHEN)
+    with archive(built) as xdm:
+        files = {name: xdm.read(name) for name in xdm.namelist()}
+    assert built == _zipfile_archive(files, WHEN)
+    other = Job(
+        dataclasses.replace(
+            j.delivery,
+            recipient=Recipient(RecipientKind.PATIENT, "279035121518989@patient.mssante.fr", None),
+        ),
+        1,
+        j.n3,
+        j.pdf,
+    )
+    again = build_xdm(other, CONTEXT, submission_time=WHEN + timedelta(seconds=7))
+    with archive(again) as xdm:
+        files = {name: xdm.read(name) for name in xdm.namelist()}
+        assert files["IHE_XDM/SUBSET01/DOC0001.XML"] == j.n3
+    assert again == _zipfile_archive(files, WHEN + timedelta(seconds=7))

@@ -1374,3 +1374,90 @@ def test_registry_faults_answer_as_the_registry(pki: Pki, client: httpx.Client) 
         )
         answer = registry_call(client, simulator, pki, ITI18, find, patient)
         assert answer.errors == ["XDSRegistryBusy"] and answer.root.tag == q(QUERY, "AdhocQueryResponse")
+
+
+# ------------------------------------------------------------------------------------------------
+# Signing certificates: each distinct chain verified once, every signature every time
+# ------------------------------------------------------------------------------------------------
+
+
+def _signer(pki: Pki, common_name: str, **dates: datetime) -> tuple[bytes, bytes]:
+    """A SIGN certificate of the test CA (or expired, with ``not_after``), as PEM (cert, key)."""
+    ca_cert = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), None)
+    assert isinstance(ca_key, rsa.RSAPrivateKey)
+    cert, key = issue_certificate(ca_cert, ca_key, common_name, usage="sign", **dates)
+    return (
+        cert.public_bytes(serialization.Encoding.PEM),
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+    )
+
+
+def test_each_signing_chain_is_verified_once_and_every_signature_always(
+    simulator: XdsSimulator, client: httpx.Client, pki: Pki
+) -> None:
+    patient = biochemistry().patient
+    url = f"{simulator.url}/registry"
+    find = stored_query(
+        FIND_DOCUMENTS,
+        XDSDocumentEntryPatientId=[f"'{patient}'"],
+        XDSDocumentEntryStatus=[f"('{APPROVED}')"],
+    )
+
+    def query(assertion: Any) -> Answer:
+        headers = {"Content-Type": f'application/soap+xml; charset=UTF-8; action="{ITI18}"'}
+        return read_answer(client.post(url, content=envelope(ITI18, url, find, assertion), headers=headers))
+
+    # A submission: the VIHF and the XAdES signature share the SIGN certificate, verified once.
+    assert submit(client, simulator, biochemistry(), pki).status == "Success"
+    assert simulator.trusted.verified_chains == 1
+    assert query(vihf(pki, patient)).status == "Success"
+    assert simulator.trusted.verified_chains == 1
+    # A known certificate does not make a bad signature good.
+    tampered = vihf(pki, patient)
+    tampered.find(f".//{{{SAML}}}Attribute[@Name='LPS_Nom']/{{{SAML}}}AttributeValue").text = "other"
+    assert query(tampered).fault == "wsse:FailedCheck"
+    # Another certificate of the CA is verified in its turn, then known.
+    other = _signer(pki, "another signer")
+    assert query(vihf(pki, patient, signer=other)).status == "Success"
+    assert query(vihf(pki, patient, signer=other)).status == "Success"
+    assert simulator.trusted.verified_chains == 2
+    # Refusals are never kept: a foreign or expired certificate is refused every time.
+    rogue_cert, rogue_key = issue_certificate(None, None, "rogue signer", usage="sign")
+    rogue = (
+        rogue_cert.public_bytes(serialization.Encoding.PEM),
+        rogue_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+    )
+    past = datetime.now(UTC) - timedelta(days=2)
+    expired = _signer(pki, "expired signer", not_before=past - timedelta(days=30), not_after=past)
+    for _ in range(2):
+        assert query(vihf(pki, patient, signer=rogue)).fault == "wsse:FailedAuthentication"
+        assert query(vihf(pki, patient, signer=expired)).fault == "wsse:FailedAuthentication"
+    assert simulator.trusted.verified_chains == 2
+
+
+def test_a_known_chain_is_verified_again_outside_its_validity_and_when_forgotten(pki: Pki) -> None:
+    from signxml.exceptions import InvalidCertificate
+
+    from crbio.simulators.xds import TrustedChains
+
+    trusted = TrustedChains(pki.ca_cert, limit=1)
+    sign = x509.load_pem_x509_certificate(pki.sign_cert.read_bytes())
+    other = x509.load_pem_x509_certificate(_signer(pki, "another signer")[0])
+    now = datetime.now(UTC)
+    assert trusted.signing_certificate([sign], now) == sign
+    assert trusted.signing_certificate([sign], now + timedelta(minutes=1)) == sign
+    assert trusted.verified_chains == 1
+    # After the certificate's end the known chain is not trusted: verified again, and refused.
+    with pytest.raises(InvalidCertificate):
+        trusted.signing_certificate([sign], sign.not_valid_after_utc + timedelta(days=1))
+    with pytest.raises(InvalidCertificate):
+        trusted.signing_certificate([sign], sign.not_valid_before_utc - timedelta(days=1))
+    # One chain remembered (limit=1): a second one pushes the first out.
+    assert trusted.signing_certificate([other], now) == other
+    assert trusted.signing_certificate([sign], now) == sign
+    assert trusted.verified_chains == 3

@@ -15,14 +15,16 @@ specification puts it there: that is message content. None of it is ever logged.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import re
 import unicodedata
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from email.message import EmailMessage, Message, MIMEPart
+from email import quoprimime
+from email.message import Message, MIMEPart
 from email.policy import SMTP
 from email.utils import format_datetime
+from functools import lru_cache
 from typing import Any
 
 from crbio.dispatch.delivery import Action, Job
@@ -272,55 +274,91 @@ def compose(job: Job, context: SenderContext, *, sender_address: str, submission
     header = job.header
     key = job.key[:16]
     when = submission_time if submission_time.tzinfo is not None else submission_time.replace(tzinfo=UTC)
-    message = EmailMessage(policy=SMTP)
-    message["From"] = sender_address
-    message["To"] = job.delivery.recipient.address
-    message["Subject"] = subject(header)
-    message["Date"] = format_datetime(when)
-    message["Message-ID"] = f"<{message_id(job, sender_address)}>"
-    previous = previous_message_id(job)
-    if previous is not None and job.delivery.action is not Action.SUBMIT:
-        message["In-Reply-To"] = f"<{previous}>"
-        message["References"] = f"<{previous}>"
+    mid = message_id(job, sender_address)
     try:
         headers = mss_headers(job, context)
     except ValueError as error:
         raise PermanentSendError(f"delivery {key}: {error}", reason="invalid X-MSS header") from None
-    for name in sorted(headers):
-        message[name] = headers[name]
+    # Headers whose values recur (the lab's address, a document's subject, a recipient, the
+    # X-MSS values) are folded once by the email package and remembered; the ones unique to
+    # each message are ASCII of our own making, written as the email package would write them
+    # (tests/dispatch/test_mssante.py compares the two).
+    lines = [
+        _fold("From", sender_address),
+        _fold("To", job.delivery.recipient.address),
+        _fold("Subject", subject(header)),
+        f"Date: {format_datetime(when)}\r\n".encode("ascii"),
+        f"Message-ID: <{mid}>\r\n".encode("ascii"),
+    ]
+    previous = previous_message_id(job)
+    if previous is not None and job.delivery.action is not Action.SUBMIT:
+        lines += [f"In-Reply-To: <{previous}>\r\n".encode(), f"References: <{previous}>\r\n".encode()]
+    lines += [_fold(name, headers[name]) for name in sorted(headers)]
     if job.delivery.metadata.get("request_mdn"):
-        message["Disposition-Notification-To"] = sender_address
+        lines.append(_fold("Disposition-Notification-To", sender_address))
     # "=_" never occurs in base64 nor in quoted-printable text, so this boundary cannot clash
     # with the content and the generator's search of the whole message for one is not needed.
     boundary = f"=_crbio.{job.message_id}"
-    message["MIME-Version"] = "1.0"
-    message["Content-Type"] = f'multipart/mixed; boundary="{boundary}"'
-    # Quoted-printable keeps the message 7-bit: no 8BITMIME needed on the way.
-    text = MIMEPart(policy=SMTP)
-    text.set_content(body_text(job), subtype="plain", charset="utf-8", cte="quoted-printable")
+    lines += [
+        b"MIME-Version: 1.0\r\n",
+        f'Content-Type: multipart/mixed; boundary="{boundary}"\r\n\r\n'.encode("ascii"),
+    ]
     parts = [
-        text.as_bytes(policy=_OUTPUT_POLICY),
-        _attachment("application/zip", ARCHIVE_NAME, build_xdm(job, context, submission_time=when)),
-        _attachment("application/pdf", pdf_file_name(header), job.pdf),
+        _text_part(body_text(job)),
+        _ZIP_HEADERS + _base64_lines(build_xdm(job, context, submission_time=when)),
+        _pdf_part(pdf_file_name(header), job.pdf),
     ]
     delimiter = f"--{boundary}".encode()
     return (
-        _header_block(message)
+        b"".join(lines)
         + b"".join(delimiter + b"\r\n" + part + b"\r\n" for part in parts)
         + delimiter
         + b"--\r\n"
     )
 
 
+@lru_cache(maxsize=4096)
+def _fold(name: str, value: str) -> bytes:
+    """One header line as the email package folds it (a pure function: kept for recurring values)."""
+    part = Message(policy=_OUTPUT_POLICY)
+    part[name] = value
+    return _header_block(part)[:-2]
+
+
 def _header_block(part: Message) -> bytes:
     return b"".join(_OUTPUT_POLICY.fold_binary(name, value) for name, value in part.items()) + b"\r\n"
 
 
-def _attachment(content_type: str, filename: str, data: bytes) -> bytes:
-    # The email package's generator re-reads base64 bodies line by line in Python, which
-    # costs more than the rest of a delivery: the headers are its work, the body is encoded here.
+def _attachment_headers(content_type: str, filename: str) -> Message:
     part = MIMEPart(policy=SMTP)
     part["Content-Type"] = content_type
     part.add_header("Content-Disposition", "attachment", filename=filename)
     part["Content-Transfer-Encoding"] = "base64"
-    return _header_block(part) + base64.encodebytes(data).replace(b"\n", b"\r\n")
+    return part
+
+
+_ZIP_HEADERS = _header_block(_attachment_headers("application/zip", ARCHIVE_NAME))
+_TEXT_HEADERS = (
+    b'Content-Type: text/plain; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n'
+)
+
+
+def _text_part(text: str) -> bytes:
+    """The text part as ``MIMEPart.set_content(text, charset="utf-8", cte="quoted-printable")`` writes it."""
+    normal = b"\n".join(text.encode("utf-8").splitlines()) + b"\n"
+    encoded = quoprimime.body_encode(normal.decode("latin-1"), SMTP.max_line_length or 78)
+    return _TEXT_HEADERS + encoded.replace("\n", "\r\n").encode("ascii")
+
+
+@lru_cache(maxsize=16)
+def _pdf_part(filename: str, pdf: bytes) -> bytes:
+    # The same for every recipient of a document (one bytes object per document in a worker).
+    return _header_block(_attachment_headers("application/pdf", filename)) + _base64_lines(pdf)
+
+
+def _base64_lines(data: bytes) -> bytes:
+    """Base64 in 76-character lines ending in CRLF, as ``base64.encodebytes`` but without its loop."""
+    # The email package's generator re-reads base64 bodies line by line in Python, which
+    # costs more than the rest of a delivery: the headers are its work, the body is encoded here.
+    text = memoryview(binascii.b2a_base64(data, newline=False))
+    return b"".join([bytes(text[i : i + 76]) + b"\r\n" for i in range(0, len(text), 76)])

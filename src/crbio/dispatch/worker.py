@@ -19,12 +19,12 @@ from dataclasses import dataclass
 
 from crbio.dispatch.config import DispatchConfig
 from crbio.dispatch.delivery import Acknowledgement, Channel, Job
-from crbio.dispatch.outbox import Claim, new_worker_id
+from crbio.dispatch.outbox import Claim, Outbox, new_worker_id
 from crbio.dispatch.outbox_backends import open_outbox
 from crbio.dispatch.senders.base import Sender, load_sender
 from crbio.errors import ConfigurationError, CrbioError, SendError
 
-__all__ = ["Worker", "WorkerStats", "run_workers"]
+__all__ = ["AckGroup", "Worker", "WorkerStats", "run_workers"]
 
 log = logging.getLogger("crbio.dispatch.worker")
 
@@ -51,6 +51,7 @@ class Worker:
         senders: dict[Channel, Sender] | None = None,
         batch: int = 8,
         seed: int | None = None,
+        group: AckGroup | None = None,
     ) -> None:
         self.config = config
         self.worker_id = worker_id or new_worker_id()
@@ -58,6 +59,7 @@ class Worker:
         self._senders: dict[str, Sender] = {}
         self._given = dict(senders or {})
         self.batch = batch
+        self._group = group
         self.stats = WorkerStats()
         self._rng = random.Random(seed)
         self._documents: OrderedDict[str, tuple[bytes, bytes]] = OrderedDict()
@@ -153,7 +155,11 @@ class Worker:
         self._acknowledged(claim, ack)
 
     def _acknowledged(self, claim: Claim, ack: Acknowledgement, *, recovered: bool = False) -> None:
-        if self.outbox.acknowledge(claim, ack, recovered=recovered):
+        if self._group is not None:
+            held = self._group.acknowledge(self.outbox, claim, ack, recovered)
+        else:
+            held = self.outbox.acknowledge(claim, ack, recovered=recovered)
+        if held:
             self.stats.acknowledged += 1
             self.stats.recovered += recovered
             log.info(
@@ -183,18 +189,77 @@ class Worker:
             log.error("delivery %s dead-lettered: %s", claim.delivery.key[:16], reason)
 
 
+class AckGroup:
+    """Group commit of the acknowledgements of the worker threads of one process.
+
+    Every acknowledgement is a durable commit, whose fsync (milliseconds on most disks)
+    dominates once the senders are fast, and SQLite takes them one at a time. A thread that
+    has an acknowledgement to record either commits it together with every other one waiting
+    at that moment, or, if a commit is already under way, waits for the next one, which takes
+    its acknowledgement along. Either way it returns only once its acknowledgement is durable,
+    so a worker never starts its next send with the previous one unrecorded: a crash leaves
+    no more deliveries in doubt than with one commit each.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._waiting: list[tuple[Claim, Acknowledgement, bool, list[bool | BaseException]]] = []
+        self._committing = False
+
+    def acknowledge(self, outbox: Outbox, claim: Claim, ack: Acknowledgement, recovered: bool) -> bool:
+        """Record ``ack`` durably, with any others waiting, through ``outbox``; as ``Outbox.acknowledge``."""
+        result: list[bool | BaseException] = []
+        with self._lock:
+            self._waiting.append((claim, ack, recovered, result))
+            while not result and self._committing:
+                self._lock.wait()
+            if result:
+                return self._outcome(result)
+            self._committing = True
+            batch, self._waiting = self._waiting, []
+        try:
+            outcomes: list[bool | BaseException] = list(outbox.acknowledge_all([item[:3] for item in batch]))
+        except BaseException as error:
+            outcomes = [error] * len(batch)
+        with self._lock:
+            for item, outcome in zip(batch, outcomes, strict=True):
+                item[3].append(outcome)
+            self._committing = False
+            self._lock.notify_all()
+        return self._outcome(result)
+
+    @staticmethod
+    def _outcome(result: list[bool | BaseException]) -> bool:
+        if isinstance(result[0], BaseException):
+            raise result[0]
+        return result[0]
+
+
 def run_workers(
     config: DispatchConfig, *, threads: int = 1, stop: threading.Event | None = None, drain: bool = False
 ) -> WorkerStats:
-    """Run ``threads`` workers in this process until stopped (or drained); return their total stats."""
+    """Run ``threads`` workers in this process until stopped (or drained); return their total stats.
+
+    Raises:
+        OutboxError: a worker could not open or write the outbox (a full disk, a read-only
+            file); the other workers are stopped first. Any other error a worker thread
+            stopped on is raised here too, never only printed by the thread.
+    """
     stop = stop or threading.Event()
     totals = WorkerStats()
     lock = threading.Lock()
+    failures: list[BaseException] = []
+    group = AckGroup() if threads > 1 else None
 
     def work() -> None:
         # Each thread opens its own connection and senders: neither is shared across threads.
-        with Worker(config) as worker:
-            worker.run(stop=stop, drain=drain)
+        try:
+            with Worker(config, group=group) as worker:
+                worker.run(stop=stop, drain=drain)
+        except BaseException as error:  # e.g. the outbox on a full disk: stop all, raise it below
+            failures.append(error)
+            stop.set()
+            return
         with lock:
             for name in ("attempts", "acknowledged", "retried", "dead", "recovered"):
                 setattr(totals, name, getattr(totals, name) + getattr(worker.stats, name))
@@ -205,4 +270,6 @@ def run_workers(
     for runner in runners:
         while runner.is_alive():
             runner.join(0.2)
+    if failures:
+        raise failures[0]
     return totals

@@ -11,14 +11,21 @@ The receiver identifies the patient from the INS in METADATA.XML and, for a repl
 deletion, reads the ``action`` slot there (C or D). The archive is deterministic: entries in
 sorted order with timestamps taken from the submission time, so the same job and time give
 the same bytes. INDEX.HTM and README.TXT carry no patient data.
+
+The archive is written here rather than with :mod:`zipfile`, byte for byte as ``zipfile``
+writes it, so that the document's compressed entry, the costliest part of an MSSanté
+delivery, is computed once per document and reused for each of its recipients: DEFLATE of
+the same bytes at the same level always gives the same stream.
 """
 
 from __future__ import annotations
 
 import html
-import io
-import zipfile
+import struct
+import zlib
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 
 from crbio import __version__
 from crbio.dispatch.delivery import Action, Job
@@ -133,20 +140,65 @@ def build_xdm(job: Job, context: SenderContext, *, submission_time: datetime) ->
     a deletion). The result depends only on the job, the context and ``submission_time``.
     """
     files = {
-        "README.TXT": _readme(job, context, submission_time),
-        "INDEX.HTM": _index(job, context),
-        f"{SUBSET}/{METADATA_NAME}": xdm_metadata(
-            job, context, document_uri=DOCUMENT_NAME, submission_time=submission_time
+        "README.TXT": _deflated(_readme(job, context, submission_time)),
+        "INDEX.HTM": _deflated(_index(job, context)),
+        f"{SUBSET}/{METADATA_NAME}": _deflated(
+            xdm_metadata(job, context, document_uri=DOCUMENT_NAME, submission_time=submission_time)
         ),
-        f"{SUBSET}/{DOCUMENT_NAME}": job.n3,
+        # The same bytes object for every delivery of a document (see Worker): compressed once.
+        f"{SUBSET}/{DOCUMENT_NAME}": _deflated_document(job.n3),
     }
-    stamp = _zip_time(submission_time)
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name in sorted(files):
-            info = zipfile.ZipInfo(name, date_time=stamp)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.create_system = 3  # Unix, whatever the platform, for identical bytes
-            info.external_attr = 0o100644 << 16
-            archive.writestr(info, files[name], compresslevel=6)
-    return buffer.getvalue()
+    return _zip(files, _zip_time(submission_time))
+
+
+# What zipfile writes for a deflated entry of a seekable archive: version 2.0 needed and
+# made by, no flag (ASCII names, sizes known before the data), Unix file mode 0644.
+_VERSION = 20
+_UNIX = 3
+_DEFLATED = 8
+_MODE = 0o100644 << 16
+# A central directory record's fields after the name length: no extra field, no comment,
+# disk 0, no internal attributes, the file mode.
+_CENTRAL_TAIL = (0, 0, 0, 0, _MODE)
+_LEVEL = 6
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    crc: int
+    size: int
+    data: bytes  # the raw DEFLATE stream
+
+
+def _deflated(data: bytes) -> _Entry:
+    compressor = zlib.compressobj(_LEVEL, zlib.DEFLATED, -15)
+    return _Entry(zlib.crc32(data), len(data), compressor.compress(data) + compressor.flush())
+
+
+@lru_cache(maxsize=16)
+def _deflated_document(n3: bytes) -> _Entry:
+    # A pure function of the bytes: several recipients of one document share the result.
+    return _deflated(n3)
+
+
+def _zip(files: dict[str, _Entry], stamp: tuple[int, int, int, int, int, int]) -> bytes:
+    """A ZIP archive of already compressed entries, in sorted name order (no comment, no ZIP64)."""
+    year, month, day, hour, minute, second = stamp
+    dos_time = hour << 11 | minute << 5 | second // 2
+    dos_date = (year - 1980) << 9 | month << 5 | day
+    chunks: list[bytes] = []
+    directory: list[bytes] = []
+    offset = 0
+    for name in sorted(files):
+        entry = files[name]
+        encoded = name.encode("ascii")
+        common = (0, _DEFLATED, dos_time, dos_date, entry.crc, len(entry.data), entry.size, len(encoded))
+        local = struct.pack("<4s2B4HL2L2H", b"PK\x03\x04", _VERSION, 0, *common, 0)
+        made_by = (_VERSION, _UNIX, _VERSION, 0)
+        central = struct.pack("<4s4B4HL2L5H2L", b"PK\x01\x02", *made_by, *common, *_CENTRAL_TAIL, offset)
+        directory.append(central + encoded)
+        chunks += [local, encoded, entry.data]
+        offset += len(local) + len(encoded) + len(entry.data)
+    listing = b"".join(directory)
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, len(files), len(files), len(listing), offset, 0)
+    return b"".join(chunks) + listing + end

@@ -135,6 +135,83 @@ class _Problem(Exception):
         return f"{self.code} {_ERROR_TEXTS.get(self.code, '')} at {self.location}: {self.explanation}"
 
 
+# Stands for the document while python-hl7 splits the message (see _parse): no HL7 separator in it.
+_PLACEHOLDER: Final = "CRBIO0DOCUMENT0PLACEHOLDER"
+# Below this size the document component is left in place: splitting it costs nothing.
+_SHORTCUT_MIN: Final = 4096
+
+
+def _document_span(text: str, separators: str) -> tuple[int, int] | None:
+    """Where the first OBX's OBX-5.5 (the base64 document) lies in ``text``, when it is plain.
+
+    ``separators`` are python-hl7's, in its order: segment, field, repetition, component,
+    subcomponent. None when there is no such component, when it is small, or when its field
+    repeats or it holds a subcomponent: then python-hl7 splits the message as it is.
+    """
+    segment, field_sep, repetition, component, subcomponent = (separators[i] for i in range(5))
+    at = text.find(f"{segment}OBX{field_sep}")
+    if at < 0:
+        return None
+    end = text.find(segment, at + 1)
+    end = len(text) if end < 0 else end
+    start = at + 1
+    for _ in range(5):  # to the start of OBX-5
+        start = text.find(field_sep, start, end) + 1
+        if start == 0:
+            return None
+    stop = text.find(field_sep, start, end)
+    stop = end if stop < 0 else stop
+    if text.find(repetition, start, stop) >= 0:
+        return None
+    for _ in range(4):  # to the start of the fifth component
+        start = text.find(component, start, stop) + 1
+        if start == 0:
+            return None
+    finish = text.find(component, start, stop)
+    finish = stop if finish < 0 else finish
+    if finish - start < _SHORTCUT_MIN or text.find(subcomponent, start, finish) >= 0:
+        return None
+    return start, finish
+
+
+def _replace_leaf(node: Any, old: str, new: str) -> int:
+    """Replace the string leaves equal to ``old`` under ``node`` by ``new``; how many were replaced."""
+    count = 0
+    for index, child in enumerate(node):
+        if isinstance(child, str):
+            if child == old:
+                node[index] = new
+                count += 1
+        else:
+            count += _replace_leaf(child, old, new)
+    return count
+
+
+def _parse(text: str) -> Any:
+    """``hl7.parse(text)``, without python-hl7 copying the embedded document at every level.
+
+    python-hl7 splits each segment, field, repetition and component with ``str.split``: the
+    document OBX's base64 (hundreds of kilobytes) is copied and scanned at each of those
+    levels. The document component holds no separator, so it is one leaf of the tree wherever
+    it stands; the message is parsed with a short placeholder in its place and the leaf is
+    then set to the document, giving the very tree ``hl7.parse(text)`` gives.
+    """
+    message = text.strip()
+    if message[:3] not in ("MSH", "FHS", "BHS") or len(message) < 9:
+        return hl7.parse(text)
+    separators = hl7.parser.create_parse_plan(message).separators
+    span = _document_span(message, separators)
+    if span is None or any(c in _PLACEHOLDER for c in separators):
+        return hl7.parse(text)
+    start, finish = span
+    parsed = hl7.parse(message[:start] + _PLACEHOLDER + message[finish:])
+    # The first OBX of the parsed message is the one the span was found in.
+    obx = next((s for s in parsed if str(s[0]) == "OBX"), None)
+    if obx is None or len(obx) <= 5 or _replace_leaf(obx[5], _PLACEHOLDER, message[start:finish]) != 1:
+        return hl7.parse(text)  # not the expected shape: let python-hl7 split it all
+    return parsed
+
+
 def _get(segment: Any, field_no: int, component: int = 1, subcomponent: int = 1, repetition: int = 1) -> str:
     try:
         return str(segment.extract_field(1, field_no, repetition, component, subcomponent))
@@ -283,17 +360,26 @@ def _serve(simulator: MllpSimulator, sock: socket.socket, certificate: str | Non
         fault = simulator.faults.draw()
         if fault is Fault.DROP:
             return
+        # A TLS read brings at most 16 KB: look for the end block in the new bytes only (and
+        # the byte before them), not in the whole message again after every read.
         start = buffer.find(START_BLOCK)
-        while start < 0 or buffer.find(END_BLOCK, start + 1) < 0:
+        end = buffer.find(END_BLOCK, start + 1) if start >= 0 else -1
+        while end < 0:
             if len(buffer) > MAX_MESSAGE_BYTES:
                 return
             chunk = sock.recv(65536)
             if not chunk:
                 return
+            searched = len(buffer)
             buffer += chunk
-            start = buffer.find(START_BLOCK)
-        end = buffer.find(END_BLOCK, start + 1)
-        payload = bytes(buffer[start + 1 : end])
+            if start < 0:
+                start = buffer.find(START_BLOCK)
+                if start >= 0:
+                    end = buffer.find(END_BLOCK, start + 1)
+            else:
+                end = buffer.find(END_BLOCK, max(start + 1, searched - len(END_BLOCK) + 1))
+        with memoryview(buffer) as view:
+            payload = bytes(view[start + 1 : end])
         del buffer[: end + len(END_BLOCK)]
         if fault is Fault.SERVER_ERROR:
             return
@@ -423,7 +509,7 @@ class MllpSimulator:
                 charset = codec
         text = payload.decode(charset, errors="replace").replace("\r\n", "\r").replace("\n", "\r").strip("\r")
         try:
-            parsed = hl7.parse(text)
+            parsed = _parse(text)
             msh = parsed.segment("MSH")
         except Exception:  # python-hl7 raises assorted errors on garbage
             return self._refuse(

@@ -32,10 +32,10 @@ import socket
 import ssl
 import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
-from email import policy as email_policy
 from email.message import Message
 from email.parser import BytesHeaderParser
 from functools import cache
@@ -50,6 +50,7 @@ from cryptography.hazmat.primitives import serialization
 from lxml import etree
 from signxml.algorithms import DigestAlgorithm, SignatureMethod
 from signxml.exceptions import InvalidCertificate, SignXMLException
+from signxml.util import X509CertChainVerifier
 from signxml.verifier import SignatureConfiguration, XMLVerifier
 
 from crbio._xml import parse_xml
@@ -64,6 +65,7 @@ __all__ = [
     "DELETED",
     "DEPRECATED",
     "SERVICE_PATH",
+    "TrustedChains",
     "XdsEntry",
     "XdsRequest",
     "XdsSimulator",
@@ -226,6 +228,107 @@ _C14N: Final = {
 }
 
 
+# A verified chain: its signing certificate and when every certificate of its path is valid.
+_KnownChain = tuple[x509.Certificate, datetime, datetime]
+
+
+class TrustedChains:
+    """The CA that signatures must chain to, read once, and the chains already verified against it.
+
+    signxml reads the CA file and verifies the certificate chain of the ``KeyInfo`` on every
+    signature; a DMP verifies the same few structure certificates over and over. Verifying a
+    chain is a pure function of the chain, the trust anchors and the time, so the outcome is
+    kept per distinct chain (the exact DER bytes of its certificates) together with the period
+    in which every certificate of the built path is valid: outside that period, or for any
+    other chain, the chain is verified again. Failures are never kept. The signature itself,
+    the references and every other check are verified on each request as before.
+
+    Args:
+        ca_file: PEM file of the trust anchors (the test PKI's CA).
+        limit: How many verified chains to remember (least recently used forgotten first).
+    """
+
+    def __init__(self, ca_file: Path, *, limit: int = 256) -> None:
+        self.ca_file = Path(ca_file)
+        self.store = x509.verification.Store(x509.load_pem_x509_certificates(self.ca_file.read_bytes()))
+        self.limit = limit
+        self.verified_chains = 0  # chains verified in full (cache misses that passed), for the tests
+        self._lock = threading.Lock()
+        self._known: OrderedDict[tuple[bytes, ...], _KnownChain] = OrderedDict()
+
+    def signing_certificate(self, chain: Sequence[x509.Certificate], at: datetime) -> x509.Certificate:
+        """The leaf of ``chain`` once it chains to the CA at time ``at`` (signxml's rules).
+
+        Raises:
+            InvalidCertificate: the chain does not lead to the CA, a certificate is outside its
+                validity period at ``at``, or the leaf may not sign (KeyUsage).
+        """
+        key = tuple(c.public_bytes(serialization.Encoding.DER) for c in chain)
+        with self._lock:
+            known = self._known.get(key)
+            if known is not None and known[1] <= at <= known[2]:
+                self._known.move_to_end(key)
+                return known[0]
+        checker = _StoreChainVerifier(self.store, at)
+        # Raises InvalidCertificate; a failure is never kept.
+        leaf: x509.Certificate = checker.verify(list(chain))  # type: ignore[no-untyped-call]
+        path = checker.path or [leaf]
+        valid_from = max(c.not_valid_before_utc for c in path)
+        valid_until = min(c.not_valid_after_utc for c in path)
+        with self._lock:
+            self.verified_chains += 1
+            self._known[key] = (leaf, valid_from, valid_until)
+            self._known.move_to_end(key)
+            while len(self._known) > self.limit:
+                self._known.popitem(last=False)
+        return leaf
+
+
+class _StoreChainVerifier(X509CertChainVerifier):
+    """signxml's chain verifier (same policies, same fallback order) on an already built store."""
+
+    def __init__(self, store: x509.verification.Store, at: datetime) -> None:
+        super().__init__(ca_pem_file="(preloaded)", verification_time=at)  # type: ignore[no-untyped-call]
+        self._store = store
+        self.path: list[x509.Certificate] | None = None
+
+    @property
+    def store(self) -> x509.verification.Store:
+        return self._store
+
+    def _do_verify(self, cert_chain: list[x509.Certificate]) -> x509.Certificate:
+        leaf, intermediates = cert_chain[0], cert_chain[1:]
+        result = self.verifier.verify(leaf=leaf, intermediates=intermediates)
+        self.path = list(result.chain)
+        signing: x509.Certificate = result.chain[0]
+        return signing
+
+
+class _CachedChainCheck:
+    """What signxml asks for a chain (``verify(chain)``), answered by :class:`TrustedChains`."""
+
+    def __init__(self, trusted: TrustedChains, at: datetime) -> None:
+        self._trusted = trusted
+        self._at = at
+
+    def verify(self, cert_chain: list[x509.Certificate]) -> x509.Certificate:
+        return self._trusted.signing_certificate(cert_chain, self._at)
+
+
+class _Verifier(XMLVerifier):
+    """signxml's verifier whose certificate-chain step goes through :class:`TrustedChains`."""
+
+    def __init__(self, trusted: TrustedChains) -> None:
+        super().__init__()
+        self._trusted = trusted
+
+    def get_cert_chain_verifier(self, ca_pem_file: Any, ee_policy: Any, ca_policy: Any) -> Any:
+        if ee_policy is not None or ca_policy is not None:  # not used here: signxml's own path
+            return super().get_cert_chain_verifier(ca_pem_file, ee_policy, ca_policy)  # type: ignore[no-untyped-call]
+        at: datetime = self._get_cert_verification_time()  # type: ignore[no-untyped-call]
+        return _CachedChainCheck(self._trusted, at)
+
+
 def _q(namespace: str, name: str) -> str:
     return f"{{{namespace}}}{name}"
 
@@ -366,10 +469,11 @@ class _SoapFault(Exception):
 class _ValueSet:
     name: str
     pairs: frozenset[tuple[str, str]]  # (code, codingScheme)
+    codes: frozenset[str] = frozenset()  # the codes alone, derived from pairs
 
-    @property
-    def codes(self) -> frozenset[str]:
-        return frozenset(code for code, _ in self.pairs)
+    def __post_init__(self) -> None:
+        # Derived once: a membership test per author specialty must not rebuild the set.
+        object.__setattr__(self, "codes", frozenset(code for code, _ in self.pairs))
 
 
 @cache
@@ -397,7 +501,8 @@ class _Message:
 
 
 def _content_id(value: str | None) -> str:
-    return (value or "").strip().removeprefix("<").removesuffix(">").strip()
+    unfolded = (value or "").replace("\r\n", "").replace("\n", "")  # RFC 5322 §2.2.3
+    return unfolded.strip().removeprefix("<").removesuffix(">").strip()
 
 
 def _read_message(content_type: str, body: bytes) -> _Message:
@@ -461,7 +566,10 @@ def _mime_parts(body: bytes, boundary: str) -> list[tuple[Message, bytes]]:
             raise _SoapFault("a MIME part has no blank line after its headers")
         # What follows the delimiter on its line is transport padding, not a header.
         header_lines = head.partition(b"\r\n")[2]
-        headers = BytesHeaderParser(policy=email_policy.HTTP).parsebytes(header_lines + b"\r\n\r\n")
+        # compat32 reads the few MIME headers of a part ten times faster than the HTTP policy's
+        # header registry; get_content_type/get_param give the same answers (values unfolded
+        # where they are used, see _content_id).
+        headers = BytesHeaderParser().parsebytes(header_lines + b"\r\n\r\n")
         encoding = str(headers.get("Content-Transfer-Encoding", "binary")).strip().lower()
         if encoding == "base64":
             content = base64.b64decode(content)
@@ -555,7 +663,7 @@ def _saml_time(value: str | None) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _check_vihf(header: etree._Element, ca_file: Path) -> _Vihf:
+def _check_vihf(header: etree._Element, trusted: TrustedChains) -> _Vihf:
     """Verify the VIHF: signature against the CA, issuer, validity and the mandatory attributes."""
     security = header.find(_q(WSSE, "Security"))
     if security is None:
@@ -573,9 +681,9 @@ def _check_vihf(header: etree._Element, ca_file: Path) -> _Vihf:
             subcode="wsse:InvalidSecurityToken",
         )
     try:
-        result = XMLVerifier().verify(
+        result = _Verifier(trusted).verify(
             etree.tostring(assertion),
-            ca_pem_file=str(ca_file),
+            ca_pem_file=str(trusted.ca_file),
             expect_config=_signature_config(),
         )
     except InvalidCertificate as error:
@@ -711,10 +819,24 @@ class _Object:
     id: str
     classifications: list[etree._Element] = field(default_factory=list)
     identifiers: list[etree._Element] = field(default_factory=list)
+    _by_scheme: dict[str, list[etree._Element]] | None = field(default=None, repr=False, compare=False)
+    _by_scheme_count: int = field(default=0, repr=False, compare=False)
+    _codes: dict[str, list[_Code]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def slots(self) -> dict[str, list[str]]:
         return _slots(self.element)
+
+    def _classified(self) -> dict[str, list[etree._Element]]:
+        # The classifications by scheme, built once the object is complete (every check of an
+        # entry asks for several schemes; the request is not changed while it is checked).
+        if self._by_scheme is None or self._by_scheme_count != len(self.classifications):
+            by_scheme: dict[str, list[etree._Element]] = {}
+            for c in self.classifications:
+                by_scheme.setdefault(c.get("classificationScheme") or "", []).append(c)
+            self._by_scheme, self._by_scheme_count = by_scheme, len(self.classifications)
+            self._codes = {}
+        return self._by_scheme
 
     def identifier(self, scheme: str) -> str | None:
         values = [
@@ -728,14 +850,17 @@ class _Object:
         return sum(e.get("identificationScheme") == scheme for e in self.identifiers)
 
     def codes(self, scheme: str) -> list[_Code]:
-        return [
-            _Code(c.get("nodeRepresentation") or "", (_slots(c).get("codingScheme") or [""])[0], _name(c))
-            for c in self.classifications
-            if c.get("classificationScheme") == scheme
-        ]
+        by_scheme = self._classified()
+        codes = self._codes.get(scheme)
+        if codes is None:
+            codes = self._codes[scheme] = [
+                _Code(c.get("nodeRepresentation") or "", (_slots(c).get("codingScheme") or [""])[0], _name(c))
+                for c in by_scheme.get(scheme, ())
+            ]
+        return list(codes)
 
     def authors(self, scheme: str) -> list[dict[str, list[str]]]:
-        return [_slots(c) for c in self.classifications if c.get("classificationScheme") == scheme]
+        return [_slots(c) for c in self._classified().get(scheme, ())]
 
     def classified_as(self, node: str) -> bool:
         return any(c.get("classificationNode") == node for c in self.classifications)
@@ -1030,7 +1155,10 @@ def _check_cda(
 
 
 def _check_submission_signature(
-    signature_entry: _Checked, documents: Mapping[str, bytes], submission_set_uid: str, ca_file: Path
+    signature_entry: _Checked,
+    documents: Mapping[str, bytes],
+    submission_set_uid: str,
+    trusted: TrustedChains,
 ) -> list[_Error]:
     """Verify the signature document: XML-DSig chain to the CA, manifest digests of every document."""
     where = signature_entry.entry.id
@@ -1049,9 +1177,9 @@ def _check_submission_signature(
     try:
         # No XML-DSig schema validation: DMP practice (a text-only SignatureProperty, as in ANS
         # sample code) breaks the schema while the signature itself is sound.
-        verified = XMLVerifier().verify(
+        verified = _Verifier(trusted).verify(
             etree.tostring(signature),
-            ca_pem_file=str(ca_file),
+            ca_pem_file=str(trusted.ca_file),
             validate_schema=False,
             expect_config=_signature_config(location="./", references=count),
         )
@@ -1299,6 +1427,9 @@ class XdsSimulator:
         verify_submission_signature: Verify the XAdES signature of the submission set
             (chain and manifest digests), not just its presence.
 
+    :attr:`trusted` (a :class:`TrustedChains`) holds the CA, read once, and the signing
+    chains already verified; ``trusted.verified_chains`` counts the full verifications.
+
     Use it as a context manager, or call :meth:`start` and :meth:`stop`.
     """
 
@@ -1318,6 +1449,8 @@ class XdsSimulator:
         self.known_patients: set[str] | None = set(known_patients) if known_patients is not None else None
         self.store_dir = Path(store_dir) if store_dir is not None else None
         self.verify_submission_signature = verify_submission_signature
+        # The CA read once; each distinct signing chain verified once (see TrustedChains).
+        self.trusted = TrustedChains(pki.ca_cert)
         self._lock = threading.RLock()
         self._stored: dict[str, _Stored] = {}  # entryUUID -> entry
         self._by_unique_id: dict[str, str] = {}  # document uniqueId -> entryUUID
@@ -1550,7 +1683,7 @@ class XdsSimulator:
         try:
             header = message.envelope.find(_q(SOAP12, "Header"))
             assert header is not None
-            vihf = _check_vihf(header, self.pki.ca_cert)
+            vihf = _check_vihf(header, self.trusted)
             body = message.envelope.find(_q(SOAP12, "Body"))
             assert body is not None
             if action == ITI41:
@@ -1634,7 +1767,7 @@ class XdsSimulator:
         if self.verify_submission_signature:
             for signature in signatures:
                 errors += _check_submission_signature(
-                    signature, {c.unique_id: c.content for c in clinical}, submission_uid, self.pki.ca_cert
+                    signature, {c.unique_id: c.content for c in clinical}, submission_uid, self.trusted
                 )
             if errors:
                 raise _Failure(errors)
@@ -1886,7 +2019,8 @@ class XdsSimulator:
         document = self.store_dir / f"{entry.unique_id}{extension}"
         if not document.exists():
             document.write_bytes(entry.content)
-        facts = {k: v for k, v in asdict(entry).items() if k != "content"}
+        # The fields as they are (json copies nothing): asdict() would deep-copy the metadata first.
+        facts = {f.name: getattr(entry, f.name) for f in fields(entry) if f.name != "content"}
         facts["received_at"] = entry.received_at.isoformat()
         facts["document_file"] = document.name
         (self.store_dir / f"{entry.unique_id}.json").write_text(

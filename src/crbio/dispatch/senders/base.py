@@ -13,6 +13,7 @@ and naming it in the configuration (``[destinations.mssante] sender = "my-operat
 from __future__ import annotations
 
 import abc
+import functools
 import select
 import socket
 import ssl
@@ -133,8 +134,9 @@ def available_senders() -> dict[str, str]:
     return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
+@functools.cache
 def load_sender(name: str) -> type[Sender]:
-    """The sender class registered under ``name`` in the ``crbio.senders`` group.
+    """The sender class registered under ``name`` in the ``crbio.senders`` group (looked up once per process).
 
     Raises:
         ConfigurationError: no sender has that name, or it is not a :class:`Sender`.

@@ -25,8 +25,9 @@ import httpx
 from lxml import etree
 
 from crbio.dispatch.delivery import Acknowledgement, Action, Channel, Job
+from crbio.dispatch.senders._shared import shared
 from crbio.dispatch.senders.base import Sender, SenderContext
-from crbio.dispatch.tls import ClientCredential, client_credential, tls_context
+from crbio.dispatch.tls import ClientCredential, client_credential, server_certificate_problem, tls_context
 from crbio.dispatch.xds.metadata import (
     DEFAULT_CONTENT_TYPE,
     STATUS_DELETED,
@@ -179,9 +180,17 @@ class DmpSender(Sender):
         for key in _FILE_KEYS:
             if key in section and not context.path(str(section[key])).is_file():
                 raise ConfigurationError(f"{_WHERE}.{key}: cannot read the file", code="config.certificate")
-        sign = client_credential(section, "sign", context, where=_WHERE, required=True)
+        # Read once per process for identical settings: every worker thread builds a sender.
+        sign, verify = shared(
+            "dmp",
+            section,
+            context,
+            lambda: (
+                client_credential(section, "sign", context, where=_WHERE, required=True),
+                tls_context(section, context, where=_WHERE),
+            ),
+        )
         assert sign is not None  # required=True raises instead
-        verify = tls_context(section, context, where=_WHERE)
         code = _text(section, "content_type_code", DEFAULT_CONTENT_TYPE.code)
         content_type = Code(
             code,
@@ -471,10 +480,11 @@ class DmpSender(Sender):
             ) from exc
         except httpx.TransportError as exc:
             if _is_certificate_failure(exc):
+                problem = server_certificate_problem(exc, where=_WHERE, address="url")
                 raise PermanentSendError(
-                    f"{label}: {transaction}: the DMP server certificate could not be verified",
+                    f"{label}: {transaction}: the DMP server certificate could not be verified: {problem}",
                     code="dispatch.dmp.tls",
-                    reason="TLS certificate verification failed",
+                    reason=f"TLS: {problem}",
                     detail={"transaction": transaction},
                 ) from exc
             raise TransientSendError(
@@ -486,14 +496,24 @@ class DmpSender(Sender):
         message: SoapMessage | None
         try:
             message = parse_message(response.headers.get("content-type"), response.content, label=label)
-        except InputError:
-            message = None
+        except InputError as exc:
+            message, unreadable = None, exc
         if message is not None:
             fault = soap_fault(message)
             if fault is not None:
                 raise fault_error(
                     fault, http_status=response.status_code, transaction=transaction, label=label
                 )
+        if message is None and response.status_code < 400:
+            # A success status with a body refused by the safe parser (a DTD, an entity, not XML):
+            # the reason names what was refused and where, never the body's content.
+            reason = f"unreadable SOAP response ({unreadable.message.removeprefix(f'{label}: ')})"
+            raise PermanentSendError(
+                f"{label}: {transaction} answered with an {reason}",
+                code="dispatch.dmp.response",
+                reason=reason,
+                detail={"transaction": transaction, "http_status": response.status_code},
+            )
         if message is None or response.status_code >= 400:
             raise http_error(response.status_code, transaction=transaction, label=label)
         try:

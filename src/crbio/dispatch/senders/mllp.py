@@ -35,8 +35,9 @@ from typing import Any, Final, Self
 
 from crbio.dispatch.delivery import Acknowledgement, Channel, Job
 from crbio.dispatch.hl7v2 import PROCESSING_IDS, AckInfo, build_oru, read_ack
+from crbio.dispatch.senders._shared import shared
 from crbio.dispatch.senders.base import Sender, SenderContext, peer_closed
-from crbio.dispatch.tls import tls_context
+from crbio.dispatch.tls import server_certificate_problem, tls_context
 from crbio.errors import ConfigurationError, InputError, PermanentSendError, TransientSendError
 
 __all__ = ["END_BLOCK", "START_BLOCK", "MllpSender", "frame", "read_frame"]
@@ -205,7 +206,10 @@ class MllpSender(Sender):
             processing_id=str(processing_id),
             timeout=float(timeout),
             keep_alive=float(keep_alive),
-            tls=tls_context(section, context, where=_WHERE) if use_tls else None,
+            # Read once per process for identical settings: every worker thread builds a sender.
+            tls=shared("mllp", section, context, lambda: tls_context(section, context, where=_WHERE))
+            if use_tls
+            else None,
         )
 
     @property
@@ -245,6 +249,12 @@ class MllpSender(Sender):
                 f"HL7 v2 {document} to {self.destination}: no acknowledgement within {self.timeout:g} s",
                 reason="timeout",
                 detail=detail,
+            ) from None
+        except ssl.SSLCertVerificationError as exc:
+            # Our CA bundle, the host name or the listener's certificate: a person must fix it.
+            reason = f"TLS: {server_certificate_problem(exc, where=_WHERE, address='host')}"
+            raise PermanentSendError(
+                f"HL7 v2 {document} to {self.destination}: {reason}", reason=reason, detail=detail
             ) from None
         except ssl.SSLError as exc:
             reason = f"TLS: {exc.reason or type(exc).__name__}"

@@ -94,8 +94,9 @@ from crbio.dispatch.mssante import (
     subject,
 )
 from crbio.dispatch.redaction import redact
+from crbio.dispatch.senders._shared import shared
 from crbio.dispatch.senders.base import Sender, SenderContext
-from crbio.dispatch.tls import CERTIFICATE_ALERTS, read_secret, tls_context
+from crbio.dispatch.tls import CERTIFICATE_ALERTS, read_secret, server_certificate_problem, tls_context
 from crbio.dispatch.xdm import ARCHIVE_NAME, build_xdm
 from crbio.errors import ConfigurationError, InputError, PermanentSendError, TransientSendError
 from crbio.identifiers import FINESS_OID, NATIONAL_PS_OID
@@ -386,14 +387,15 @@ def _issues(data: Any) -> tuple[list[str], str]:
     return codes, "; ".join(texts)
 
 
-def _tls_problem(error: BaseException) -> str | None:
+def _tls_problem(error: BaseException, address: str = "base_url") -> str | None:
     """The certificate problem behind a connection error, if that is what it is."""
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         if isinstance(current, ssl.SSLCertVerificationError):
-            return f"the operator's certificate was not accepted ({current.verify_message})"
+            problem = server_certificate_problem(current, where=_WHERE, address=address)
+            return f"the operator's certificate was not accepted: {problem}"
         if isinstance(current, ssl.SSLError) and (current.reason or "") in CERTIFICATE_ALERTS:
             return f"certificate refused ({current.reason})"
         current = current.__cause__ or current.__context__
@@ -524,7 +526,7 @@ class OperatorApiSender(Sender):
             client_secret=secret,
             sender_address=sender_address,
             context=context,
-            tls=tls_context(section, context, where=_WHERE),
+            tls=shared("operator-api", section, context, lambda: tls_context(section, context, where=_WHERE)),
             timeout=float(timeout),
             scope=_string(section, "scope"),
             audience=_string(section, "audience"),
@@ -563,7 +565,7 @@ class OperatorApiSender(Sender):
             reason = f"timeout ({type(exc).__name__})"
             raise TransientSendError(f"{what}: {reason}", reason=reason, detail=detail) from None
         except httpx.HTTPError as exc:
-            problem = _tls_problem(exc)
+            problem = _tls_problem(exc, "token_url" if url == self.token_url else "base_url")
             if problem is not None:
                 reason = f"TLS: {problem}"
                 logger.warning("%s: %s", what, reason)

@@ -23,8 +23,9 @@ from typing import Any, NoReturn, Self
 from crbio.dispatch.delivery import Acknowledgement, Channel, Job
 from crbio.dispatch.mssante import compose, message_id
 from crbio.dispatch.redaction import redact
+from crbio.dispatch.senders._shared import shared
 from crbio.dispatch.senders.base import Sender, SenderContext, peer_closed
-from crbio.dispatch.tls import CERTIFICATE_ALERTS, read_secret, tls_context
+from crbio.dispatch.tls import CERTIFICATE_ALERTS, read_secret, server_certificate_problem, tls_context
 from crbio.errors import ConfigurationError, PermanentSendError, TransientSendError
 
 __all__ = ["SmtpSender"]
@@ -190,7 +191,7 @@ class SmtpSender(Sender):
             port=port,
             sender_address=sender_address.strip(),
             context=context,
-            tls=tls_context(section, context, where=_WHERE),
+            tls=shared("smtp", section, context, lambda: tls_context(section, context, where=_WHERE)),
             implicit_tls=implicit,
             timeout=float(timeout),
             username=username,
@@ -342,7 +343,8 @@ class SmtpSender(Sender):
             # the failure itself.
             error = error.__context__
         if isinstance(error, ssl.SSLCertVerificationError):
-            reason = f"TLS: the SMTP server's certificate was not accepted ({error.verify_message})"
+            problem = server_certificate_problem(error, where=_WHERE, address="host")
+            reason = f"TLS: the SMTP server's certificate was not accepted: {problem}"
             log.warning("delivery %s: %s", key, reason)
             raise PermanentSendError(
                 f"delivery {key}: {reason}", reason=reason, detail={**endpoint, "tls": error.verify_message}
