@@ -31,6 +31,19 @@ _UTF8_BOM = codecs.BOM_UTF8
 
 # The XML declaration's encoding pseudo-attribute; only read when there is no BOM.
 _DECLARED_ENCODING = re.compile(rb"""\A<\?xml\s[^>]*?\bencoding\s*=\s*["']([A-Za-z][A-Za-z0-9._-]*)["']""")
+# XML 1.0 appendix F: the first bytes of a document in a 16- or 32-bit encoding, with or without
+# a byte order mark (the 32-bit marks first: the UTF-32LE one starts with the UTF-16LE one).
+_WIDE_SIGNATURES = (
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (b"\x00\x00\x00<", "utf-32-be"),
+    (b"<\x00\x00\x00", "utf-32-le"),
+    (b"\x00<\x00?", "utf-16-be"),
+    (b"<\x00?\x00", "utf-16-le"),
+)
+_WIDE_NAMES = re.compile(rb"(?i)\A(?:utf-?(?:16|32)|ucs-?[24]|iso-10646-ucs-[24])")
 _BARE_DOCTYPE = re.compile(r"<!DOCTYPE\s+[^\s\[>]+\s*>")
 # libxml2 quotes undecodable bytes ("Bytes: 0xE9 0x20 …"): they are content, never shown.
 _QUOTED_BYTES = re.compile(r"\s*Bytes:(?:\s*0x[0-9A-Fa-f]{2})+")
@@ -52,6 +65,57 @@ def _check_size(data: bytes, label: str, max_bytes: int) -> None:
         raise InputError(
             f"{label}: XML document too large ({len(data)} bytes, at most {max_bytes})", code=_CODE
         )
+
+
+def _wide_encoding(data: bytes) -> str | None:
+    """The 16- or 32-bit encoding the first bytes of ``data`` reveal, None for an ASCII-compatible one."""
+    return next((codec for signature, codec in _WIDE_SIGNATURES if data.startswith(signature)), None)
+
+
+def _check_declared_encoding(data: bytes, label: str) -> str | None:
+    """The 16- or 32-bit encoding of ``data`` (BOM already stripped), refusing a declaration that lies.
+
+    A declaration is only readable as ASCII when the bytes are ASCII-compatible, so one that
+    names UTF-16 or UTF-32 there contradicts the bytes themselves: such a document is refused
+    with a message saying so rather than read as garbage or failing somewhere further on.
+    """
+    wide = _wide_encoding(data)
+    if wide is None:
+        match = _DECLARED_ENCODING.match(data)
+        if match is not None and _WIDE_NAMES.match(match.group(1)):
+            name = match.group(1).decode("ascii")
+            raise InputError(
+                f"{label}: XML refused at line 1, column 1: it declares the encoding {name!r} but its bytes "
+                "are not in that encoding",
+                code=_CODE,
+            )
+    return wide
+
+
+def _refuse_dtd_declaration(data: bytes, wide: str | None, label: str) -> None:
+    """Refuse a DOCTYPE other than a bare one before any XML parser reads the document.
+
+    libxml2 already neither loads DTDs nor substitutes entities here, and bounds entity
+    amplification; finding the declaration first means no entity, DTD or parameter entity
+    is ever handed to it, whatever its version, and the refusal reads the same for every attack.
+    """
+    if wide is None:
+        if b"<!DOCTYPE" not in data:
+            return
+        text = data.decode("latin-1")
+    else:
+        text = data.decode(wide, errors="replace").removeprefix("\ufeff")
+    at = _doctype_at(text)
+    if at >= 0 and not _BARE_DOCTYPE.match(text, at):
+        raise _dtd_refused(label, text.count("\n", 0, at) + 1)
+
+
+def _dtd_refused(label: str, line: int) -> InputError:
+    return InputError(
+        f"{label}: XML refused at line {line}, column 1: the DOCTYPE has an internal subset or an "
+        "external DTD (a CDA document has none)",
+        code=_CODE,
+    )
 
 
 def _parser() -> etree.XMLParser:
@@ -93,22 +157,20 @@ def parse_xml(data: bytes, *, label: str, max_bytes: int = MAX_XML_BYTES) -> etr
     """
     _check_size(data, label, max_bytes)
     data = strip_bom(data)
+    _refuse_dtd_declaration(data, _check_declared_encoding(data, label), label)
     try:
         tree: etree._ElementTree = etree.fromstring(data, _parser()).getroottree()
     except etree.XMLSyntaxError as error:
         line, column = error.position
-        message = _POSITION_SUFFIX.sub("", _QUOTED_BYTES.sub("", error.msg or "syntax error"))
+        # libxml2 ends some messages with a newline: the error stays on one line.
+        message = _POSITION_SUFFIX.sub("", _QUOTED_BYTES.sub("", error.msg or "syntax error")).strip()
         raise InputError(
             f"{label}: not well-formed XML at line {line}, column {column}: {message}", code=_CODE
         ) from None
     except ValueError as error:  # lxml refuses some inputs (e.g. a str with a declaration) this way
         raise InputError(f"{label}: unreadable XML: {error}", code=_CODE) from None
     if tree.docinfo.doctype and not _harmless_doctype(tree, data):
-        raise InputError(
-            f"{label}: XML refused at line {_doctype_line(data)}, column 1: the DOCTYPE has an internal "
-            "subset or an external DTD (a CDA document has none)",
-            code=_CODE,
-        )
+        raise _dtd_refused(label, _doctype_line(data))
     return tree
 
 
@@ -155,8 +217,9 @@ def _doctype_at(text: str) -> int:
 
 
 def _decode(data: bytes, label: str) -> str:
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        encoding = "utf-16"
+    wide = _check_declared_encoding(data, label)
+    if wide is not None:
+        encoding = wide
     else:
         match = _DECLARED_ENCODING.match(data)
         encoding = match.group(1).decode("ascii") if match else "utf-8"
@@ -190,10 +253,5 @@ def xml_text(data: bytes, *, label: str, max_bytes: int = MAX_XML_BYTES) -> str:
     text = text.removeprefix("\ufeff")  # a UTF-16 BOM decodes to U+FEFF
     doctype = _doctype_at(text)
     if doctype >= 0 and not _BARE_DOCTYPE.match(text, doctype):
-        line = text.count("\n", 0, doctype) + 1
-        raise InputError(
-            f"{label}: XML refused at line {line}, column 1: the DOCTYPE has an internal subset or an "
-            "external DTD (a CDA document has none)",
-            code=_CODE,
-        )
+        raise _dtd_refused(label, text.count("\n", 0, doctype) + 1)
     return text

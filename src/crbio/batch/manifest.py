@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from crbio.errors import CrbioError
+from crbio.errors import ConfigurationError, CrbioError
 
 __all__ = ["MANIFEST_NAME", "Manifest", "ManifestEntry"]
 
@@ -99,6 +99,8 @@ class Manifest:
             self._db.execute("PRAGMA temp_store=FILE")
             self._db.execute("CREATE TEMP TABLE claims (stem TEXT PRIMARY KEY, path TEXT NOT NULL)")
             self._db.execute("BEGIN")
+        except sqlite3.OperationalError as e:  # a full disk, a read-only folder: not the file's fault
+            raise ConfigurationError(f"{self.path}: cannot write ({e})", code="config.output") from None
         except sqlite3.DatabaseError as e:
             raise CrbioError(
                 f"{self.path}: not a usable batch manifest ({e}); delete it to build everything again",

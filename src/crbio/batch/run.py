@@ -20,6 +20,7 @@ import logging
 import multiprocessing
 import os
 import re
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -446,8 +447,11 @@ class _Batch:
             raise InputError(f"--validate: one of {', '.join(VALIDATE_LEVELS)}", code="input.option")
         if options.validate == "full":
             _check_kit(options.ans_kit)
-        self.outdir.mkdir(parents=True, exist_ok=True)
-        lock = _lock(self.outdir)
+        try:
+            self.outdir.mkdir(parents=True, exist_ok=True)
+            lock = _lock(self.outdir)
+        except OSError as e:  # a read-only folder, a missing permission, a full disk
+            raise _cannot_write(self.outdir, e) from None
         try:
             removed = _remove_stale_temporaries(self.outdir)
             if removed:
@@ -465,6 +469,10 @@ class _Batch:
                 if self.outbox is not None:
                     self.outbox.close()
                 self.manifest.close()
+        except OSError as e:  # the report or the manifest on a full disk
+            raise _cannot_write(self.outdir, e) from None
+        except sqlite3.OperationalError as e:  # the manifest on a full disk
+            raise ConfigurationError(f"{self.outdir}: cannot write ({e})", code="config.output") from None
         finally:
             os.close(lock)
 
@@ -502,13 +510,23 @@ class _Batch:
             counter.join(timeout=5)
             elapsed = time.monotonic() - start
             status = _exit_status(self.counts)
-            report_path = self.report.finish(
-                counts=dict(self.counts),
-                elapsed=elapsed,
-                complete=complete,
-                exit_status=status if complete else None,
-            )
+            try:
+                report_path = self.report.finish(
+                    counts=dict(self.counts),
+                    elapsed=elapsed,
+                    complete=complete,
+                    exit_status=status if complete else None,
+                )
+            except OSError:
+                self.report.abandon()  # no half-written report left behind
+                raise
         return BatchResult(dict(self.counts), report_path, elapsed, self.queued)
+
+
+def _cannot_write(outdir: Path, error: OSError) -> ConfigurationError:
+    where = error.filename if isinstance(error.filename, str) else outdir
+    reason = error.strerror or type(error).__name__
+    return ConfigurationError(f"{where}: cannot write ({reason})", code="config.output")
 
 
 def _sha256(data: bytes) -> str:

@@ -269,7 +269,7 @@ class _OutputError(Exception):
     """Writing the outputs failed: the output folder, not the input, is the problem."""
 
 
-def _ensure_stylesheet(directory: Path, href: str) -> None:
+def _ensure_stylesheet(directory: Path, href: str, outdir: Path) -> None:
     """Put crbio's stylesheet beside the documents that point to it, once per folder and process."""
     if href != DEFAULT_STYLESHEET_HREF or str(directory) in _stylesheet_dirs:
         return
@@ -283,7 +283,7 @@ def _ensure_stylesheet(directory: Path, href: str) -> None:
         current = None
     if current != content:
         try:
-            write_atomically(directory, {DEFAULT_STYLESHEET_HREF: content})
+            write_atomically(directory, {DEFAULT_STYLESHEET_HREF: content}, root=outdir)
         except OSError as e:
             raise _OutputError(e.strerror or type(e).__name__) from e
     _stylesheet_dirs.add(str(directory))
@@ -330,7 +330,7 @@ def process(task: Task) -> Outcome:
             and previous.options == settings.options_key
             and _outputs_match(outdir, previous.outputs)
         ):
-            _ensure_stylesheet((outdir / task.relative).parent, previous.stylesheet)
+            _ensure_stylesheet((outdir / task.relative).parent, previous.stylesheet, outdir)
             report = _resolved_as_built(reader(path, raw), previous) if task.need_report else None
             return Outcome(
                 task.index,
@@ -406,10 +406,13 @@ def _write(documents: Documents, outdir: Path, relative: str) -> dict[str, str]:
     directory = outdir / PurePosixPath(relative).parent
     contents = {"n3": documents.n3, "n1": documents.n1, "pdf": documents.pdf}
     try:
-        write_atomically(directory, {paths[kind].name: contents[kind] for kind in OUTPUT_SUFFIXES})
+        # root: a symlink planted in the output folder cannot lead the mirrored folders out of it.
+        write_atomically(
+            directory, {paths[kind].name: contents[kind] for kind in OUTPUT_SUFFIXES}, root=outdir
+        )
     except OSError as e:
         raise _OutputError(e.strerror or type(e).__name__) from e
-    _ensure_stylesheet(directory, documents.stylesheet_href)
+    _ensure_stylesheet(directory, documents.stylesheet_href, outdir)
     return {paths[kind].as_posix(): _sha256(contents[kind]) for kind in OUTPUT_SUFFIXES}
 
 
@@ -418,9 +421,14 @@ def _remove_stale(outdir: Path, previous: ManifestEntry | None) -> tuple[str, ..
     if previous is None:
         return ()
     removed = []
+    inside = outdir.resolve()
     for name in previous.outputs:
+        target = outdir / name
+        # The manifest lives in the output folder: a name it lists is only removed inside it.
+        if ".." in PurePosixPath(name).parts or not target.parent.resolve().is_relative_to(inside):
+            continue
         try:
-            (outdir / name).unlink()
+            target.unlink()
             removed.append(name)
         except FileNotFoundError:
             pass

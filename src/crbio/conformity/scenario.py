@@ -287,6 +287,8 @@ def load_scenario(path: str | Path, *, builtin: bool = False) -> Scenario:
         raise ScenarioError(f"{label}: not valid TOML ({error})") from None
     except json.JSONDecodeError as error:
         raise ScenarioError(f"{label}: not valid JSON ({error.msg} at line {error.lineno})") from None
+    except RecursionError:  # tomllib and json recurse once per nesting level
+        raise ScenarioError(f"{label}: nested too deeply") from None
     return _Reader(file, text, builtin).scenario(data)
 
 
@@ -438,7 +440,7 @@ class _Reader:
             raise self.fail(where, f"{source}: cannot be read ({error.strerror})") from None
         try:
             data = json.loads(raw.decode("utf-8-sig"), parse_float=Decimal)
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
             raise self.fail(where, f"{source}: not a JSON report") from None
         if not isinstance(data, dict):
             raise self.fail(where, f"{source}: not a JSON report")

@@ -86,7 +86,11 @@ class LoincMapping(Mapping[str, LoincEntry]):
         entries: dict[str, LoincEntry] = {}
         errors: list[str] = []
         for number, line in rows:
-            cells = [c.strip() for c in next(csv.reader(io.StringIO(line), delimiter=delimiter))]
+            try:
+                cells = [c.strip() for c in next(csv.reader(io.StringIO(line), delimiter=delimiter))]
+            except csv.Error as e:  # e.g. a cell above the csv module's field size limit
+                errors.append(f"line {number}: not CSV ({e})")
+                continue
             if tuple(c.lower() for c in cells[:3]) in (_HEADER, _HEADER[:2]):
                 continue
             if len(cells) not in (2, 3) or not cells[0] or not cells[1]:
