@@ -52,23 +52,32 @@ def check_rules(tree: etree._ElementTree, *, label: str) -> ValidationReport:
 
 
 class _Index:
-    """What the rules look at, gathered once per document by compiled XPath expressions."""
+    """What the rules look at, gathered once per document.
+
+    Attribute steps (``//@ID``) and ``iter(tag)`` walk the tree in C; an element step with a
+    predicate (``//*[@ID]``) costs libxml2 several times more on a document of thousands of
+    elements, and the rules run on every document crbio builds.
+    """
 
     def __init__(self, root: etree._Element) -> None:
-        self.by_id: dict[str, etree._Element] = {node.get("ID"): node for node in _WITH_ID(root)}
-        self.loinc: list[etree._Element] = _LOINC(root)
-        self.units: list[etree._Element] = _UNITS(root)
-        self.references: list[etree._Element] = _REFERENCES(root)
-        self.media_refs: list[etree._Element] = _MEDIA_REFS(root)
-        self.observations: list[etree._Element] = _OBSERVATIONS(root)
+        self.by_id: dict[str, etree._Element] = {str(attr): attr.getparent() for attr in _IDS(root)}
+        self.loinc: list[etree._Element] = [
+            node
+            for node in (attr.getparent() for attr in _LOINC_SYSTEMS(root))
+            if node.get("code") is not None
+        ]
+        self.units: list[etree._Element] = [attr.getparent() for attr in _UNITS(root)]
+        self.references: list[etree._Element] = [
+            node for node in root.iter(_H + "reference") if node.get("value") is not None
+        ]
+        self.media_refs: list[etree._Element] = list(root.iter(_H + "renderMultiMedia"))
+        self.observations: list[etree._Element] = list(root.iter(_H + "observation"))
 
 
-_WITH_ID = etree.XPath("//*[@ID]")
-_LOINC = etree.XPath("//*[@codeSystem='2.16.840.1.113883.6.1'][@code]")
-_UNITS = etree.XPath("//*[@unit]")
-_REFERENCES = etree.XPath("//h:reference[@value]", namespaces=NS)
-_MEDIA_REFS = etree.XPath("//h:renderMultiMedia", namespaces=NS)
-_OBSERVATIONS = etree.XPath("//h:observation", namespaces=NS)
+_H = "{urn:hl7-org:v3}"
+_IDS = etree.XPath("//@ID")
+_LOINC_SYSTEMS = etree.XPath("//@codeSystem[.='2.16.840.1.113883.6.1']")
+_UNITS = etree.XPath("//@unit")
 
 
 def is_n1(tree: etree._ElementTree) -> bool:
@@ -186,16 +195,20 @@ def _references(index: _Index) -> Iterator[Finding]:
 def _narrative_agreement(index: _Index) -> Iterator[Finding]:
     """Each quantitative result must be printed, with its unit, in the row its label references."""
     for obs in index.observations:
-        value = obs.find("h:value", NS)
-        ref = obs.find("h:code/h:originalText/h:reference", NS)
-        if value is None or ref is None or value.get(_XSI_TYPE, "").split(":")[-1] != "PQ":
+        # iterchildren(tag) runs in C; find() with a path goes through lxml's Python ElementPath.
+        value = next(obs.iterchildren(_H + "value"), None)
+        if value is None or value.get(_XSI_TYPE, "").split(":")[-1] != "PQ":
+            continue
+        ref = _label_reference(obs)
+        if ref is None:
             continue
         label = index.by_id.get(ref.get("value", "").lstrip("#"))
         if label is None:
             continue  # reported by _references
-        row = next((a for a in label.iterancestors() if etree.QName(a).localname == "tr"), label)
-        # Compare without spaces (thousands separators) and case (mUI/l for m[IU]/L).
-        text = _squeeze("".join(row.itertext()))
+        row = next(label.iterancestors("{*}tr"), label)
+        # Compare without spaces (thousands separators) and case (mUI/l for m[IU]/L). The text
+        # method of tostring is itertext() joined (comments and PIs left out too), in C.
+        text = _squeeze(etree.tostring(row, method="text", encoding="unicode", with_tail=False))
         try:
             number = Decimal(value.get("value", ""))
         except InvalidOperation:
@@ -213,21 +226,54 @@ def _narrative_agreement(index: _Index) -> Iterator[Finding]:
             )
 
 
+def _label_reference(observation: etree._Element) -> etree._Element | None:
+    """The first ``code/originalText/reference`` of an observation (what ``find`` would return)."""
+    for code in observation.iterchildren(_H + "code"):
+        for original_text in code.iterchildren(_H + "originalText"):
+            for reference in original_text.iterchildren(_H + "reference"):
+                return reference
+    return None
+
+
 def _squeeze(text: str) -> str:
     """Text without spaces, in lower case, with an ASCII minus: how narrative and entries are compared."""
     return "".join(text.split()).replace("\u2212", "-").lower()
 
 
 def _pdf_copy(root: etree._Element) -> Iterator[Finding]:
-    sections = root.xpath(".//h:section[h:templateId/@root='1.2.250.1.213.1.1.2.243']", namespaces=NS)
-    if not sections:
+    section = _pdf_copy_section(root)
+    if section is None:
         return  # the volet schematron reports the missing FR-Document-PDF-copie section
-    section = sections[0]
     media = section.find(".//h:observationMedia/h:value", NS)
     if media is None or media.get("mediaType") != "application/pdf" or media.get("representation") != "B64":
         yield _finding("the PDF copy is not an application/pdf B64 observationMedia", "pdf.copy", section)
         return
     yield from _pdf_bytes(media)
+
+
+def _pdf_copy_section(root: etree._Element) -> etree._Element | None:
+    """The first FR-Document-PDF-copie section in document order, or None.
+
+    Found from its templateId (``iter`` with a tag runs in C) rather than by an XPath
+    predicate on every section, which libxml2 evaluates far more slowly on a long report.
+    """
+    sections = []
+    for node in root.iter(_H + "templateId"):
+        parent = node.getparent()
+        # A descendant section, as ".//h:section" selects: never the root element itself.
+        if node.get("root") != _PDF_COPY_TEMPLATE or parent is None or parent is root:
+            continue
+        if parent.tag == _H + "section":
+            sections.append(parent)
+    if len(sections) > 1:
+        # A templateId normally opens its section; should one come after a nested section,
+        # document order of the sections themselves still decides.
+        order = {node: position for position, node in enumerate(root.iter(_H + "section"))}
+        sections.sort(key=order.__getitem__)
+    return sections[0] if sections else None
+
+
+_PDF_COPY_TEMPLATE = "1.2.250.1.213.1.1.2.243"
 
 
 def _n1_body(root: etree._Element) -> Iterator[Finding]:

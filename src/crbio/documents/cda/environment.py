@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import Sequence
-from decimal import Decimal
 from functools import cache
 from typing import Any
 
@@ -17,8 +16,9 @@ import jinja2
 from markupsafe import Markup, escape
 
 from crbio import __version__
-from crbio._hl7 import hl7_ts
 from crbio._resources import data_path
+from crbio.documents.cda import fragments
+from crbio.documents.cda.fragments import hl7_number, number_type
 from crbio.identifiers import INS_OIDS, NATIONAL_PS_OID, finess_identifier, rpps_identifier
 from crbio.model import CodedValue, IntervalValue, Observation, Quantity, RatioValue, TextValue
 from crbio.model.common import format_date, format_datetime
@@ -40,11 +40,6 @@ def derived_oid(base: str, purpose: str) -> str:
     return f"2.25.{uuid.uuid5(_NAMESPACE, f'{base}/{purpose}').int}"
 
 
-def hl7_number(value: Decimal) -> str:
-    """A decimal as HL7 writes it (point, written precision kept, no exponent)."""
-    return format(value, "f")
-
-
 def b64(data: bytes) -> str:
     """Bytes as base64 text, for a B64 observationMedia value."""
     return base64.b64encode(data).decode("ascii")
@@ -63,11 +58,6 @@ def value_type(value: object) -> str:
     if isinstance(value, RatioValue):
         return "RTO"
     raise TypeError(f"unknown value type {type(value).__name__}")
-
-
-def number_type(value: Decimal) -> str:
-    """INT for a whole number, REAL otherwise (for ratio terms)."""
-    return "INT" if value == value.to_integral_value() and "." not in format(value, "f") else "REAL"
 
 
 def display(value: Any) -> str:
@@ -107,7 +97,7 @@ def environment() -> jinja2.Environment:
     )
     env.filters.update(
         indent=indent,
-        ts=hl7_ts,
+        ts=fragments.timestamp,
         b64=b64,
         fr_datetime=format_datetime,
         fr_date=format_date,
@@ -124,5 +114,11 @@ def environment() -> jinja2.Environment:
         PS_OID=NATIONAL_PS_OID,
         crbio_version=__version__,
         result_columns=result_columns,
+        # Written once per result: Python functions, not macros (see fragments).
+        code=fragments.code,
+        comment_act=fragments.comment_act,
+        value_xml=fragments.value_xml,
+        observation_xml=fragments.observation_xml,
+        observation_rows=fragments.observation_rows,
     )
     return env

@@ -79,7 +79,10 @@ class Spacer:
         return None
 
 
-@dataclass(frozen=True, slots=True)
+# Cell, Band and Row are built by the hundred per report and never changed afterwards; they
+# are not frozen because a frozen dataclass sets every field through object.__setattr__,
+# which made their construction a visible share of the rendering time.
+@dataclass(slots=True)
 class Cell:
     """Lines of text in a column of a band: left edge offset, width, alignment."""
 
@@ -90,7 +93,7 @@ class Cell:
     height: float = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "height", sum(line.height for line in self.lines))
+        self.height = sum(line.height for line in self.lines)
 
     def draw(self, painter: Painter, x: float, top: float) -> None:
         """Draw the lines, top-aligned."""
@@ -118,7 +121,7 @@ class Cell:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Band:
     """Cells side by side, with vertical padding above and below."""
 
@@ -129,10 +132,10 @@ class Band:
 
     def __post_init__(self) -> None:
         tallest = max((cell.height for cell in self.cells), default=0.0)
-        object.__setattr__(self, "height", tallest + self.pad_top + self.pad_bottom)
+        self.height = tallest + self.pad_top + self.pad_bottom
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Row:
     """The general block: bands of cells stacked, with an optional background and frame.
 
@@ -165,8 +168,8 @@ class Row:
 
     def __post_init__(self) -> None:
         inner = max(sum(band.height for band in self.bands), self.min_height)
-        object.__setattr__(self, "inner_height", inner)
-        object.__setattr__(self, "height", self.space_before + inner + self.space_after)
+        self.inner_height = inner
+        self.height = self.space_before + inner + self.space_after
 
     def draw(self, painter: Painter, x: float, top: float) -> None:
         """Draw the background, the frame, the cells, then the rule and decorations."""

@@ -36,7 +36,10 @@ class Style:
         return self.font.width(text, self.size)
 
 
-@dataclass(frozen=True, slots=True)
+# Span and Line are built by the thousand per report and never changed afterwards; they are
+# not frozen because a frozen dataclass sets every field through object.__setattr__, which
+# made their construction a visible share of the rendering time.
+@dataclass(slots=True)
 class Span:
     """A piece of text in one style."""
 
@@ -44,7 +47,7 @@ class Span:
     style: Style
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Line:
     """One line of text, ready to draw: fragments placed from the line's left edge.
 
@@ -68,7 +71,7 @@ class Line:
             size = fragments[0][2].size
         else:
             size = max((style.size for _, _, style in fragments), default=0.0)
-        object.__setattr__(self, "baseline", (self.height - size) / 2 + size * 0.8)
+        self.baseline = (self.height - size) / 2 + size * 0.8
 
     def draw(self, painter: Painter, x: float, top: float) -> None:
         """Draw the line with its top edge at ``top`` (PDF coordinates)."""
