@@ -24,7 +24,9 @@ VALUE_SETS = {
     "specialty": "JDV_J01_XdsAuthorSpecialty_CISIS.xml",
     "facility_type": "JDV_J02_XdsHealthcareFacilityTypeCode_CISIS.xml",
     "practice_setting": "JDV_J04_XdsPracticeSettingCode_CISIS.xml",
-    "encounter": "JDV_EncompassingEncounterCode_CISIS.xml",
+    # The structuration-minimale profile checks componentOf against J142, which is the
+    # stricter of the two lists (JDV_EncompassingEncounterCode also has SS).
+    "encounter": "JDV_J142_TypeRencontre_CISIS.xml",
 }
 
 

@@ -550,7 +550,7 @@ BAD_INPUTS: list[tuple[str, str, Mutation, str, str]] = [
         "01-biochimie.json",
         lambda d: d["patient"].pop("birth_date"),
         "$.patient.birth_date",
-        "ins.trait",
+        "required",
     ),
     (
         "qualified-with-unknown-sex",

@@ -50,6 +50,15 @@ _TS = re.compile(
     r"([0-9]{4})([0-9]{2})?([0-9]{2})?([0-9]{2})?([0-9]{2})?([0-9]{2})?(?:\.[0-9]+)?([+-][0-9]{4})?"
 )
 _SPACES = re.compile(r"\s+")
+# The codes of the CDA XSD's set_PostalAddressUse and set_TelecommunicationAddressUse (voc.xsd).
+_ADDRESS_USES = frozenset({"BAD", "CONF", "DIR", "H", "HP", "HV", "PHYS", "PST", "PUB", "TMP", "WP"})
+_TELECOM_USES = frozenset({"AS", "BAD", "CONF", "DIR", "EC", "H", "HP", "HV", "MC", "PG", "PUB", "TMP", "WP"})
+# The CDA XSD's uid: the union of oid, uuid and ruid (datatypes-base.xsd).
+_UID = re.compile(
+    r"[0-2](?:\.(?:0|[1-9][0-9]*))*"
+    r"|[0-9a-zA-Z]{8}-[0-9a-zA-Z]{4}-[0-9a-zA-Z]{4}-[0-9a-zA-Z]{4}-[0-9a-zA-Z]{12}"
+    r"|[A-Za-z][A-Za-z0-9\-]*"
+)
 
 
 @cache
@@ -89,6 +98,12 @@ def has_template(node: etree._Element, *roots: str) -> bool:
 def squeeze(text: str | None) -> str:
     """Text with its runs of white space made single spaces, trimmed."""
     return _SPACES.sub(" ", text or "").strip()
+
+
+def _error_code(node: etree._Element) -> str:
+    """The error code of a refusal at ``node``: a body error inside the structuredBody, else a header one."""
+    inside_body = any(local_name(a) == "structuredBody" for a in node.iterancestors())
+    return BODY_ERROR if inside_body else HEADER_ERROR
 
 
 def _national_id(node: etree._Element | None, root: str, prefix: str, length: int) -> str | None:
@@ -241,16 +256,37 @@ class Reading:
             self.fail(node, f"@{attribute} is not a decimal number")
         if not number.is_finite():
             self.fail(node, f"@{attribute} is not a finite number")
+        if len(number.as_tuple().digits) > 30 or abs(number.adjusted()) > 30:
+            # As in crbio JSON: no measurement has that many digits, and the PDF cannot print them.
+            self.fail(node, f"@{attribute} has too many digits (at most 30, and a magnitude below 1E30)")
         return number
 
-    @staticmethod
-    def code(node: etree._Element | None) -> Code | None:
-        """A coded element (code, codeSystem, displayName, codeSystemName), or None without @code."""
+    def uid(self, node: etree._Element, attribute: str) -> str:
+        """An attribute of the CDA ``uid`` type (an ``@root``, a ``@codeSystem``), refused when malformed.
+
+        Written again in the rebuilt document, a malformed one would make it invalid against the
+        CDA XSD: the input is refused here, naming the element, rather than the build failing later.
+        """
+        value = str(node.get(attribute, ""))
+        if not _UID.fullmatch(value):
+            self.fail(
+                node,
+                f"@{attribute} is not of the CDA uid type (an OID, a UUID or an HL7 reserved id)",
+                code=_error_code(node),
+            )
+        return value
+
+    def code(self, node: etree._Element | None) -> Code | None:
+        """A coded element (code, codeSystem, displayName, codeSystemName), or None without @code.
+
+        Raises:
+            InputError: ``@codeSystem`` is missing or not a uid: a code is written again with its system.
+        """
         if node is None or not node.get("code"):
             return None
         return Code(
             code=node.get("code", ""),
-            system=node.get("codeSystem", ""),
+            system=self.uid(node, "codeSystem"),
             display=node.get("displayName") or None,
             system_name=node.get("codeSystemName") or None,
         )
@@ -275,11 +311,28 @@ class Reading:
         """The RPPS of a professional, from its national PS identifier ``8`` + RPPS."""
         return _national_id(entity, NATIONAL_PS_OID, "8", 12)
 
-    @staticmethod
-    def address(node: etree._Element | None) -> Address | None:
-        """A CDA ``addr`` as the model's Address (free lines or structured parts); None if absent."""
+    def use(self, node: etree._Element, allowed: frozenset[str]) -> str | None:
+        """An ``@use`` (a space-separated set of codes), refused when a code is not one the XSD allows."""
+        value = str(node.get("use") or "")
+        if not value:
+            return None
+        if not set(value.split()) <= allowed:
+            self.fail(
+                node,
+                f"@use is not a set of {local_name(node)} uses of the CDA ({', '.join(sorted(allowed))})",
+                code=_error_code(node),
+            )
+        return value
+
+    def address(self, node: etree._Element | None) -> Address | None:
+        """A CDA ``addr`` as the model's Address (free lines or structured parts); None if absent.
+
+        Raises:
+            InputError: its ``@use`` is not a set of postal address uses.
+        """
         if node is None or node.get("nullFlavor"):
             return None
+        use = self.use(node, _ADDRESS_USES)
 
         def part(name: str) -> str | None:
             return (
@@ -312,7 +365,7 @@ class Reading:
                 postal_code=structured["postal_code"],
                 city=structured["city"],
                 country=structured["country"],
-                use=node.get("use") or None,
+                use=use,
             )
         return Address(
             house_number=structured["house_number"],
@@ -323,14 +376,17 @@ class Reading:
             postal_code=structured["postal_code"],
             city=structured["city"],
             country=structured["country"],
-            use=node.get("use") or None,
+            use=use,
         )
 
-    @staticmethod
-    def telecoms(node: etree._Element) -> tuple[Telecom, ...]:
-        """The ``telecom`` children of an element that have a value."""
+    def telecoms(self, node: etree._Element) -> tuple[Telecom, ...]:
+        """The ``telecom`` children of an element that have a value.
+
+        Raises:
+            InputError: a telecom's ``@use`` is not a set of telecommunication address uses.
+        """
         return tuple(
-            Telecom(t.get("value", "").strip(), t.get("use") or None)
+            Telecom(t.get("value", "").strip(), self.use(t, _TELECOM_USES))
             for t in children(node, "telecom")
             if t.get("value") and ":" in t.get("value", "")
         )

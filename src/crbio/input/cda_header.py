@@ -168,11 +168,10 @@ class _HeaderReader:
             return None
         return root
 
-    @staticmethod
-    def identifier(node: etree._Element | None) -> InstanceIdentifier | None:
+    def identifier(self, node: etree._Element | None) -> InstanceIdentifier | None:
         if node is None or not node.get("root"):
             return None
-        return InstanceIdentifier(node.get("root", ""), node.get("extension") or None)
+        return InstanceIdentifier(self.r.uid(node, "root"), node.get("extension") or None)
 
     # -- patient ----------------------------------------------------------------------------------
 
@@ -195,7 +194,7 @@ class _HeaderReader:
                 else:
                     self.r.omit(node, "a second INS (the model holds one)")
             elif root and ipp is None:
-                ipp = InstanceIdentifier(root, node.get("extension") or None)
+                ipp = InstanceIdentifier(self.r.uid(node, "root"), node.get("extension") or None)
             elif root:
                 self.r.omit(node, "a further local patient identifier (the model holds the IPP only)")
         if ipp is None:
@@ -210,6 +209,9 @@ class _HeaderReader:
         code = gender.get("code") if gender is not None else None
         sex = Sex(code) if code in ("M", "F") else Sex.UNKNOWN
         birth_date = self.r.date(child(person, "birthTime"))
+        if birth_date is None:
+            # An INS trait the structuration minimale requires even without an INS.
+            self.fail(person, "has no birth date (birthTime/@value)")
         place = child(person, "birthplace", "place", "addr")
         birthplace_code = (
             squeeze("".join(county.itertext())) or None

@@ -525,7 +525,7 @@ class _BodyReader:
             label=label if label != specimen_type.display else None,
             procedure=self.r.code(child(procedure, "code")),
             identifier=(
-                InstanceIdentifier(id_node.get("root", ""), id_node.get("extension") or None)
+                InstanceIdentifier(self.r.uid(id_node, "root"), id_node.get("extension") or None)
                 if id_node is not None and id_node.get("root")
                 else None
             ),

@@ -185,6 +185,10 @@ class OruDefaults:
             raise ConfigurationError(f"{file.name}: cannot be read ({e.strerror})", code="config.oru") from e
         except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
             raise ConfigurationError(f"{file.name}: not a UTF-8 TOML file ({e})", code="config.oru") from e
+        except RecursionError:  # tomllib recurses once per nested array or inline table
+            raise ConfigurationError(
+                f"{file.name}: not a UTF-8 TOML file (nested too deeply)", code="config.oru"
+            ) from None
         unknown = sorted(set(data) - _CONFIG_KEYS)
         if unknown:
             raise ConfigurationError(
@@ -1269,6 +1273,10 @@ class _Reader:
         label, loinc, display, local = self.coded_name(obx, 3)
         if not label and not loinc and not local:
             self.problem(obx, 3, "hl7.required", "the observation identifier is missing")
+            return None, None
+        if loinc is None and local is None:
+            # A name without a code (components 1 and 4 empty) cannot be coded in LOINC.
+            self.problem(obx, 3, "hl7.required", "the analysis needs its code (component 1 or 4)")
             return None, None
         if not label:
             self.problem(obx, 3, "hl7.required", "the analysis needs its name (component 2)")
