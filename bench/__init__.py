@@ -1,0 +1,1 @@
+"""crbio benchmarks: ``python -m bench`` runs them all (see ``bench/__main__.py``)."""
