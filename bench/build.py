@@ -17,7 +17,6 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -26,19 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import crbio  # noqa: E402
-from bench.stages import STAGES, complete_build, default_context, stage_timings  # noqa: E402
+from bench.stages import STAGES, complete_build, cpu_median, default_context, stage_timings  # noqa: E402
 from crbio.documents.context import resolve_document  # noqa: E402
-
-
-def timed(fn: Callable[[], object], rounds: int) -> float:
-    """Median process CPU seconds of ``rounds`` calls (after one warm-up call)."""
-    fn()
-    samples = []
-    for _ in range(rounds):
-        start = time.process_time()
-        fn()
-        samples.append(time.process_time() - start)
-    return statistics.median(samples)
 
 
 def main() -> None:
@@ -69,7 +57,7 @@ def main() -> None:
         kit = AnsKit(args.ans_kit)
         kit_start = time.perf_counter() - start  # wall time: the kit starts a JVM
         n3s = [complete_build(p.read_bytes(), context=context).n3 for p in samples]
-        per_doc = [timed(lambda d=d: kit.check(d, label="b"), max(1, args.rounds // 2)) for d in n3s]
+        per_doc = [cpu_median(lambda d=d: kit.check(d, label="b"), max(1, args.rounds // 2)) for d in n3s]
         kit_rate = {
             "start_s": kit_start,
             "median_ms": statistics.median(per_doc) * 1000,

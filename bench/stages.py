@@ -42,7 +42,7 @@ from crbio.documents.pdf.datamatrix import symbol
 from crbio.validation.rules import check_rules
 from crbio.validation.xsd import validate_xsd
 
-__all__ = ["STAGES", "complete_build", "default_context", "stage_timings"]
+__all__ = ["STAGES", "complete_build", "cpu_median", "default_context", "stage_timings"]
 
 STAGES = ("load", "pdf", "n3", "n1", "parse", "xsd", "rules", "complete")
 
@@ -61,7 +61,7 @@ def complete_build(report_json: bytes, *, context: BuildContext | None = None) -
     return crbio.build(crbio.load_report(report_json), context=context or default_context())
 
 
-def _cpu(fn: Callable[[], Any], rounds: int) -> float:
+def cpu_median(fn: Callable[[], Any], rounds: int) -> float:
     """The median process CPU time of ``rounds`` calls of ``fn``, after one untimed call."""
     fn()
     samples = []
@@ -83,12 +83,14 @@ def stage_timings(
     n1 = build_n1(report, pdf)
     trees = [parse_xml(n3, label="n3"), parse_xml(n1, label="n1")]
     return {
-        "load": _cpu(lambda: crbio.load_report(report_json), rounds),
-        "pdf": _cpu(lambda: (_new_patient(), render_pdf(report)), rounds),
-        "n3": _cpu(lambda: build_n3(report, pdf), rounds),
-        "n1": _cpu(lambda: build_n1(report, pdf), rounds),
-        "parse": _cpu(lambda: (parse_xml(n3, label="n3"), parse_xml(n1, label="n1")), rounds),
-        "xsd": _cpu(lambda: [validate_xsd(tree, label="b") for tree in trees], rounds),
-        "rules": _cpu(lambda: [check_rules(tree, label="b") for tree in trees], rounds),
-        "complete": _cpu(lambda: (_new_patient(), complete_build(report_json, context=context)), rounds),
+        "load": cpu_median(lambda: crbio.load_report(report_json), rounds),
+        "pdf": cpu_median(lambda: (_new_patient(), render_pdf(report)), rounds),
+        "n3": cpu_median(lambda: build_n3(report, pdf), rounds),
+        "n1": cpu_median(lambda: build_n1(report, pdf), rounds),
+        "parse": cpu_median(lambda: (parse_xml(n3, label="n3"), parse_xml(n1, label="n1")), rounds),
+        "xsd": cpu_median(lambda: [validate_xsd(tree, label="b") for tree in trees], rounds),
+        "rules": cpu_median(lambda: [check_rules(tree, label="b") for tree in trees], rounds),
+        "complete": cpu_median(
+            lambda: (_new_patient(), complete_build(report_json, context=context)), rounds
+        ),
     }

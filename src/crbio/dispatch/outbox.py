@@ -478,29 +478,7 @@ class Outbox:
 
     def acknowledge(self, claim: Claim, ack: Acknowledgement, *, recovered: bool = False) -> bool:
         """Record a delivery as acknowledged; False if the lease was lost to another worker meanwhile."""
-        now = self._clock()
-        with self._transaction() as db:
-            updated = db.execute(
-                """UPDATE deliveries SET state = 'acknowledged', acknowledged_at = ?, ack_summary = ?,
-                   ack_detail = ?, lease_owner = NULL, last_error = NULL
-                   WHERE id = ? AND state = 'sending' AND lease_owner = ?""",
-                (
-                    _iso(now),
-                    ack.summary,
-                    json_detail(dict(ack.detail)),
-                    claim.row_id,
-                    claim.worker,
-                ),
-            ).rowcount
-            if updated:
-                self._event(
-                    claim.row_id,
-                    "recovered" if recovered else "acknowledged",
-                    claim.attempt,
-                    claim.worker,
-                    {"summary": ack.summary, **dict(ack.detail)},
-                )
-        return bool(updated)
+        return self.acknowledge_all([(claim, ack, recovered)])[0]
 
     def acknowledge_all(self, acks: Sequence[tuple[Claim, Acknowledgement, bool]]) -> list[bool]:
         """Record several acknowledgements (claim, ack, recovered) in one transaction: one durable commit.

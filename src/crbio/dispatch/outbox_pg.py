@@ -508,26 +508,7 @@ class PostgresOutbox(Outbox):
 
     def acknowledge(self, claim: Claim, ack: Acknowledgement, *, recovered: bool = False) -> bool:
         """Record a delivery as acknowledged; False if the lease was lost to another worker meanwhile."""
-        with self._transaction() as cur:
-            now = self._now(cur)
-            cur.execute(
-                """UPDATE deliveries SET state = 'acknowledged', acknowledged_at = %s, ack_summary = %s,
-                   ack_detail = %s, lease_owner = NULL, last_error = NULL
-                   WHERE id = %s AND state = 'sending' AND lease_owner = %s""",
-                (_iso(now), ack.summary, json_detail(dict(ack.detail)), claim.row_id, claim.worker),
-            )
-            updated = cur.rowcount
-            if updated:
-                self._add_event(
-                    cur,
-                    now,
-                    claim.row_id,
-                    "recovered" if recovered else "acknowledged",
-                    claim.attempt,
-                    claim.worker,
-                    {"summary": ack.summary, **dict(ack.detail)},
-                )
-        return bool(updated)
+        return self.acknowledge_all([(claim, ack, recovered)])[0]
 
     def acknowledge_all(self, acks: Sequence[tuple[Claim, Acknowledgement, bool]]) -> list[bool]:
         """Record several acknowledgements in one transaction (see :meth:`Outbox.acknowledge_all`)."""
