@@ -334,7 +334,7 @@ def test_value_set_unknown_code(name: str, code: str) -> None:
     [
         ("interpretation", "2.16.840.1.113883.1.11.78"),
         ("specialty", "1.2.250.1.213.1.1.5.461"),
-        ("encounter", "1.2.250.1.213.1.1.5.18"),
+        ("encounter", "1.2.250.1.213.1.1.5.589"),
     ],
 )
 def test_value_set_metadata(name: str, oid: str) -> None:
