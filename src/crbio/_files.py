@@ -89,10 +89,12 @@ def _output_directory(directory: Path, root: Path | None) -> None:
             raise ConfigurationError(f"{directory}: not inside the output folder {root}", code=_CODE)
         current = current / part
         try:
-            mode = os.lstat(current).st_mode
-        except FileNotFoundError:
             current.mkdir()
             continue
+        except FileExistsError:
+            # Already there, or another worker of the batch made it an instant ago: it must be
+            # a real folder, not a symlink.
+            mode = os.lstat(current).st_mode
         if not stat.S_ISDIR(mode):
             # A symlink here could lead anywhere: outputs are only written inside the output folder.
             what = "a symlink" if stat.S_ISLNK(mode) else "not a folder"
