@@ -597,7 +597,7 @@ class OperatorApiSimulator:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "request.json").write_text(json.dumps(message.resource, indent=1), encoding="utf-8")
         for index, (title, data) in enumerate(message.attachments.items(), start=1):
-            safe = re.sub(r"[^A-Za-z0-9._-]", "_", title) or f"attachment-{index}"
+            safe = re.sub(r"[^A-Za-z0-9._-]", "_", title).strip(".") or f"attachment-{index}"
             (folder / safe).write_bytes(data)
 
 
