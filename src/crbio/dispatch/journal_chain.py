@@ -44,6 +44,7 @@ from typing import Any
 from crbio.errors import OutboxError
 
 __all__ = [
+    "chain_schema",
     "DELIVERY_JOURNAL_COLUMNS",
     "GENESIS",
     "JournalBreak",
@@ -96,6 +97,29 @@ RETURN_COLUMNS = (
 )
 EVENT_COLUMNS = ("at", "event", "attempt", "worker", "detail")
 DOCUMENT_COLUMNS = ("document_id", "set_id", "version", "replaces", "confidentiality", "stored_at")
+
+
+def chain_schema(integer: str) -> tuple[str, ...]:
+    """The statements adding schema 3 (the chain's columns and ``journal_head``) to an outbox.
+
+    ``integer`` is the backend's type for positions (SQLite ``INTEGER``, PostgreSQL ``BIGINT``).
+    New outboxes get them by the same ALTERs as upgraded ones, so both have the very same tables.
+    """
+    return (
+        *(
+            f"ALTER TABLE {table} ADD COLUMN {column} {kind}"
+            for table in ("documents", "events", "suppressions", "return_reports")
+            for column, kind in (("chain_seq", integer), ("chain_hash", "TEXT"))
+        ),
+        "ALTER TABLE events ADD COLUMN delivery_state TEXT",
+        f"""CREATE TABLE journal_head (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        seq {integer} NOT NULL,
+        hash TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        migrated_rows {integer} NOT NULL
+    )""",
+    )
 
 
 class JournalBroken(OutboxError):

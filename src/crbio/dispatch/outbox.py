@@ -127,22 +127,7 @@ CREATE TABLE IF NOT EXISTS return_reports (
 # Schema 3: the journal's hash chain (see crbio.dispatch.journal_chain): each journaled row's
 # position and hash, the delivery row an event left, and the chain's head. Added by ALTER to new
 # outboxes too, so that a new and an upgraded outbox have the very same tables.
-_CHAIN_SCHEMA = (
-    *(
-        f"ALTER TABLE {table} ADD COLUMN {column} {kind}"
-        for table in ("documents", "events", "suppressions", "return_reports")
-        for column, kind in (("chain_seq", "INTEGER"), ("chain_hash", "TEXT"))
-    ),
-    "ALTER TABLE events ADD COLUMN delivery_state TEXT",
-    """CREATE TABLE journal_head (
-        id INTEGER PRIMARY KEY CHECK (id = 1),
-        seq INTEGER NOT NULL,
-        hash TEXT NOT NULL,
-        started_at TEXT NOT NULL,
-        migrated_rows INTEGER NOT NULL
-    )""",
-    f"PRAGMA application_id = {APPLICATION_ID}",
-)
+_CHAIN_SCHEMA = (*chain.chain_schema("INTEGER"), f"PRAGMA application_id = {APPLICATION_ID}")
 # The schema versions an outbox is upgraded from in place: to which version, with which statements.
 _MIGRATIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "1": ("2", (_RETURNS_SCHEMA,)),

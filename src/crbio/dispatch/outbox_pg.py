@@ -135,21 +135,7 @@ _SCHEMA = (
     )""",
 )
 # Schema 3: the journal's hash chain, as on SQLite (see crbio.dispatch.journal_chain).
-_CHAIN_SCHEMA = (
-    *(
-        f"ALTER TABLE {table} ADD COLUMN {column} {kind}"
-        for table in ("documents", "events", "suppressions", "return_reports")
-        for column, kind in (("chain_seq", "BIGINT"), ("chain_hash", "TEXT"))
-    ),
-    "ALTER TABLE events ADD COLUMN delivery_state TEXT",
-    """CREATE TABLE journal_head (
-        id INTEGER PRIMARY KEY CHECK (id = 1),
-        seq BIGINT NOT NULL,
-        hash TEXT NOT NULL,
-        started_at TEXT NOT NULL,
-        migrated_rows BIGINT NOT NULL
-    )""",
-)
+_CHAIN_SCHEMA = chain.chain_schema("BIGINT")
 _PENDING = "('queued', 'retrying', 'sending')"
 # What the chain reads of a delivery: its id and its journal columns.
 _JOURNAL_COLUMNS = ", ".join(("id", *chain.DELIVERY_JOURNAL_COLUMNS))
