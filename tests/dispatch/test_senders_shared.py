@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from crbio.dispatch.senders._shared import shared
 from crbio.dispatch.senders.base import SenderContext
 from crbio.dispatch.senders.dmp import DmpSender
 from crbio.dispatch.senders.mllp import MllpSender
+from crbio.dispatch.tls import client_credential, tls_context
 from crbio.errors import ConfigurationError
 from crbio.simulators.pki import TestPki as Pki
 from crbio.simulators.pki import make_test_pki
@@ -53,7 +56,8 @@ def test_dmp_senders_of_the_same_settings_share_what_they_read(
     other = DmpSender.from_config(dmp_section(pki, tmp_path, timeout=5), lab)
     try:
         assert first._identity.credential is second._identity.credential
-        assert other._identity.credential is not first._identity.credential  # other settings
+        # A credential depends only on its own settings and files, not on the section's others.
+        assert other._identity.credential is first._identity.credential
         # A renewed certificate (the files rewritten) is read by the next sender built.
         renewed = make_test_pki(tmp_path / "renewed")
         shutil.copy(renewed.sign_cert, tmp_path / "sign.crt")
@@ -126,3 +130,44 @@ def test_what_a_reading_depends_on(
         with pytest.raises(ValueError, match="unreadable"):
             shared("test-c", section, lab, broken)
     assert len(calls) == 7  # never kept
+
+
+def test_threads_asking_at_once_wait_for_one_reading(lab: SenderContext) -> None:
+    calls: list[int] = []
+    start = threading.Barrier(6)
+
+    def read() -> int:
+        calls.append(1)
+        time.sleep(0.2)  # long enough for every thread to arrive while it reads
+        return 42
+
+    results: list[int] = []
+
+    def ask() -> None:
+        start.wait()
+        results.append(shared("test-gate", {"x": 1}, lab, read))
+
+    threads = [threading.Thread(target=ask) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [42] * 6
+    assert len(calls) == 1
+
+
+def test_sections_naming_the_same_files_share_one_credential(pki: Pki, lab: SenderContext) -> None:
+    files = {"client_cert": str(pki.auth_cert), "client_key": str(pki.auth_key)}
+    dmp = client_credential({"url": "https://a", **files}, "client", lab, where="destinations.dmp")
+    mllp = client_credential({"host": "b", **files}, "client", lab, where="destinations.hl7v2")
+    assert dmp is not None and dmp is mllp
+    assert client_credential({"host": "b"}, "client", lab, where="destinations.hl7v2") is None
+    with pytest.raises(ConfigurationError, match="destinations.dmp: sign_pkcs12 or sign_cert is required"):
+        client_credential({"url": "https://a"}, "sign", lab, where="destinations.dmp", required=True)
+
+
+def test_a_ca_file_is_the_only_trust(pki: Pki, lab: SenderContext) -> None:
+    # The IGC Santé chain of ca_file replaces the system store: no public CA vouches for the DMP.
+    trusted = tls_context({"ca_file": str(pki.ca_cert)}, lab, where="destinations.dmp").get_ca_certs()
+    ca = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    assert [int(str(entry["serialNumber"]), 16) for entry in trusted] == [ca.serial_number]

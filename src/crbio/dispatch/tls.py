@@ -153,11 +153,38 @@ def client_credential(
 ) -> ClientCredential | None:
     """The credential named by ``<prefix>_pkcs12`` or ``<prefix>_cert`` + ``<prefix>_key``.
 
-    Passwords come from ``<prefix>_password_file`` / ``<prefix>_password_env``.
+    Passwords come from ``<prefix>_password_file`` / ``<prefix>_password_env``. The files are
+    read once per process for the same settings and files (loading an RSA key checks it, which
+    takes tens of milliseconds, and the configuration, each sender and each worker thread ask
+    for the same credentials); the validity period is checked on every call.
 
     Raises:
-        ConfigurationError: files missing or unreadable, wrong password, or required and absent.
+        ConfigurationError: files missing or unreadable, wrong password, outside its validity
+            period, or required and absent.
     """
+    if f"{prefix}_pkcs12" in section:
+        setting = f"{where}.{prefix}_pkcs12"
+    elif f"{prefix}_cert" in section:
+        setting = f"{where}.{prefix}_cert"
+    elif required:
+        raise ConfigurationError(
+            f"{where}: {prefix}_pkcs12 or {prefix}_cert is required", code="config.certificate"
+        )
+    else:
+        return None
+    from crbio.dispatch.senders._shared import shared
+
+    settings = {key: value for key, value in section.items() if key.startswith(f"{prefix}_")}
+    credential = shared(
+        f"credential:{prefix}", settings, context, lambda: _read_credential(section, prefix, context, where)
+    )
+    _check_validity(credential.certificate, setting)
+    return credential
+
+
+def _read_credential(
+    section: Mapping[str, Any], prefix: str, context: SenderContext, where: str
+) -> ClientCredential:
     password = read_secret(section, f"{prefix}_password", where=where, required=False, context=context)
     secret = password.encode() if password else None
     try:
@@ -168,20 +195,17 @@ def client_credential(
                 raise ConfigurationError(
                     f"{where}.{prefix}_pkcs12: no key or certificate", code="config.certificate"
                 )
-            _check_validity(cert, f"{where}.{prefix}_pkcs12")
             return ClientCredential(cert, tuple(extra), key)
-        if f"{prefix}_cert" in section:
-            from cryptography.x509 import load_pem_x509_certificates
+        from cryptography.x509 import load_pem_x509_certificates
 
-            certs = load_pem_x509_certificates(context.path(section[f"{prefix}_cert"]).read_bytes())
-            key_file = section.get(f"{prefix}_key")
-            if key_file is None:
-                raise ConfigurationError(
-                    f"{where}.{prefix}_key is required with {prefix}_cert", code="config.certificate"
-                )
-            key = serialization.load_pem_private_key(context.path(key_file).read_bytes(), secret)
-            _check_validity(certs[0], f"{where}.{prefix}_cert")
-            return ClientCredential(certs[0], tuple(certs[1:]), key)
+        certs = load_pem_x509_certificates(context.path(section[f"{prefix}_cert"]).read_bytes())
+        key_file = section.get(f"{prefix}_key")
+        if key_file is None:
+            raise ConfigurationError(
+                f"{where}.{prefix}_key is required with {prefix}_cert", code="config.certificate"
+            )
+        key = serialization.load_pem_private_key(context.path(key_file).read_bytes(), secret)
+        return ClientCredential(certs[0], tuple(certs[1:]), key)
     except OSError as exc:
         raise ConfigurationError(
             f"{where}.{prefix}: cannot read ({exc.strerror})", code="config.certificate"
@@ -190,11 +214,6 @@ def client_credential(
         raise ConfigurationError(
             f"{where}.{prefix}: not a certificate and key, or wrong password", code="config.certificate"
         ) from None
-    if required:
-        raise ConfigurationError(
-            f"{where}: {prefix}_pkcs12 or {prefix}_cert is required", code="config.certificate"
-        )
-    return None
 
 
 #: The credentials a section may name: ``client_*`` (TLS, ORG AUTH_CLI) and ``sign_*`` (ORG SIGN).
@@ -245,20 +264,25 @@ def server_certificate_problem(error: BaseException, *, where: str, address: str
 def tls_context(
     section: Mapping[str, Any], context: SenderContext, *, where: str, client_prefix: str = "client"
 ) -> ssl.SSLContext:
-    """A client TLS context: verification on, optional CA bundle (``ca_file``), optional client cert.
+    """A client TLS context: verification on, optional client cert, and the trusted CAs.
+
+    The CAs are those of ``ca_file`` when it is given (and then only those), else the system's.
 
     Raises:
         ConfigurationError: a file is missing or unreadable.
     """
-    tls = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    # A ca_file replaces the system store: the DMP and MSSanté servers present IGC Santé
+    # certificates, and a public CA has no business vouching for them.
+    try:
+        tls = ssl.create_default_context(
+            ssl.Purpose.SERVER_AUTH,
+            cafile=str(context.path(section["ca_file"])) if "ca_file" in section else None,
+        )
+    except (OSError, ssl.SSLError):
+        raise ConfigurationError(
+            f"{where}.ca_file: cannot load the CA bundle", code="config.certificate"
+        ) from None
     tls.minimum_version = ssl.TLSVersion.TLSv1_2
-    if "ca_file" in section:
-        try:
-            tls.load_verify_locations(cafile=str(context.path(section["ca_file"])))
-        except (OSError, ssl.SSLError):
-            raise ConfigurationError(
-                f"{where}.ca_file: cannot load the CA bundle", code="config.certificate"
-            ) from None
     credential = client_credential(section, client_prefix, context, where=where)
     if credential is not None:
         _load_cert_chain(tls, *credential.pem())

@@ -31,29 +31,37 @@ _FILE_SUFFIXES: Final = ("_file", "_cert", "_key", "_pkcs12")
 
 _lock = threading.Lock()
 _readings: dict[tuple[str, str], tuple[float, Any]] = {}
+# One gate per reading under way: threads that start together wait for the first one's result
+# instead of all reading the same files at once.
+_gates: dict[tuple[str, str], threading.Lock] = {}
 
 
 def _fingerprint(section: Mapping[str, Any], context: SenderContext) -> str:
-    """Everything a reading depends on: the settings, the files they name, the password variables."""
+    """A digest of all a reading depends on: the settings, the files they name, the password variables.
+
+    A digest, so that no secret given inline (local tests) or by variable sits in the key of a
+    dictionary.
+    """
     parts: list[str] = [repr(context)]
     for key in sorted(section):
         value = section[key]
         parts.append(f"{key}={value!r}")
         if key.endswith("_env") and isinstance(value, str):
             secret = os.environ.get(value)
-            # A digest, so that no password sits in the key of a dictionary.
-            parts.append(hashlib.sha256(secret.encode()).hexdigest() if secret is not None else "unset")
+            parts.append(secret if secret is not None else "\0unset")
         elif key.endswith(_FILE_SUFFIXES) and isinstance(value, str):
             try:
                 stat = context.path(value).stat()
                 parts.append(f"{stat.st_mtime_ns}:{stat.st_size}:{stat.st_ino}")
             except OSError:
                 parts.append("missing")
-    return "\n".join(parts)
+    return hashlib.sha256("\n".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def shared(kind: str, section: Mapping[str, Any], context: SenderContext, read: Callable[[], T]) -> T:
     """``read()``, or what it returned for the same ``kind``, settings and files in this process.
+
+    Threads asking for the same reading at once wait for one of them to read it.
 
     Args:
         kind: Which reading (e.g. ``"dmp"``): different readings of one section are kept apart.
@@ -63,15 +71,20 @@ def shared(kind: str, section: Mapping[str, Any], context: SenderContext, read: 
             nothing is kept.
     """
     key = (kind, _fingerprint(section, context))
-    now = time.monotonic()
     with _lock:
-        known = _readings.get(key)
-        if known is not None and now - known[0] < TTL:
-            value: T = known[1]
-            return value
-    value = read()
-    with _lock:
-        for stale in [k for k, (at, _) in _readings.items() if now - at >= TTL]:
-            del _readings[stale]
-        _readings[key] = (now, value)
+        gate = _gates.setdefault(key, threading.Lock())
+    with gate:
+        with _lock:
+            known = _readings.get(key)
+            if known is not None and time.monotonic() - known[0] < TTL:
+                value: T = known[1]
+                return value
+        value = read()
+        with _lock:
+            now = time.monotonic()
+            for stale in [k for k, (at, _) in _readings.items() if now - at >= TTL]:
+                del _readings[stale]
+                _gates.pop(stale, None)
+            _readings[key] = (now, value)
+            _gates[key] = gate
     return value
