@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 import pikepdf
 import reportlab
@@ -53,14 +54,7 @@ def render_pdf(report: Report) -> bytes:
     payload = ins_datamatrix_payload(report.patient)
     try:
         pages, header = _layout(report, symbol(payload) if payload is not None else None)
-        metadata = Metadata(
-            title=METADATA_TITLE,
-            author=report.laboratory.name,
-            creator=_CREATOR,
-            producer=_PRODUCER,
-            created=doc.created_at,
-        )
-        pdf = finish_pdfa(_draw(report, pages, header), metadata)
+        pdf = finish_pdfa(_draw(report, pages, header), _metadata(report, doc.created_at))
     except CrbioError:
         raise
     except (pikepdf.PdfError, ValueError, TypeError, KeyError, IndexError, OSError) as exc:
@@ -71,6 +65,17 @@ def render_pdf(report: Report) -> bytes:
         ) from None
     log.debug("rendered the PDF of document %s: %d page(s), %d bytes", doc.id, len(pages), len(pdf))
     return pdf
+
+
+def _metadata(report: Report, created: datetime) -> Metadata:
+    """The document information and XMP metadata of a report's PDF, created at ``created``."""
+    return Metadata(
+        title=METADATA_TITLE,
+        author=report.laboratory.name,
+        creator=_CREATOR,
+        producer=_PRODUCER,
+        created=created,
+    )
 
 
 def _layout(report: Report, ins_symbol: Symbol | None) -> tuple[list[Page], list[Line]]:
