@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import io
+import json
 import socket
+import ssl
 import time
 import zipfile
 from collections.abc import Iterator, Mapping
@@ -12,6 +15,7 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from crbio.dispatch.config import DispatchConfig
@@ -302,6 +306,41 @@ def test_send_is_stored_with_recipient_and_attachments(
     stored = tmp_path / "store" / message.transaction_id
     assert (stored / "IHE_XDM.ZIP").read_bytes() == message.attachments["IHE_XDM.ZIP"]
     assert (stored / "request.json").is_file()
+
+
+@pytest.mark.parametrize("title", ["..", ".", "...", "../../escape.pdf", "/etc/passwd"])
+def test_an_attachment_title_never_names_a_path(
+    simulator: OperatorApiSimulator, sender: OperatorApiSender, pki: Pki, tmp_path: Path, title: str
+) -> None:
+    # Another client's request, with a hostile PDF title: stored inside its transaction's folder.
+    sender.send(make_job())
+    resource = copy.deepcopy(simulator.messages[0].resource)
+    (pdf,) = [
+        part["resource"]["content"][0]["attachment"]
+        for p in parameters(resource, "payload")
+        for part in p["part"]
+        if part["resource"]["content"][0]["attachment"]["contentType"] == "application/pdf"
+    ]
+    pdf["title"] = title
+    with httpx.Client(verify=ssl.create_default_context(cafile=str(pki.ca_cert))) as client:
+        token = client.post(
+            simulator.token_url,
+            data={"grant_type": "client_credentials", "client_id": "crbio-lab", "client_secret": "s3cret"},
+        ).json()["access_token"]
+        answer = client.post(
+            simulator.base_url + "/v3/CommunicationRequest/$send-to-mss",
+            content=json.dumps(resource),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"},
+        )
+    assert answer.status_code == 201, answer.text
+    stored = tmp_path / "store" / answer.json()["id"]
+    names = sorted(path.name for path in stored.iterdir())
+    assert "IHE_XDM.ZIP" in names and "request.json" in names and len(names) == 3
+    (pdf_file,) = [stored / name for name in names if name not in {"IHE_XDM.ZIP", "request.json"}]
+    assert pdf_file.parent == stored and pdf_file.read_bytes().startswith(b"%PDF")
+    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == sorted(
+        m.transaction_id for m in simulator.messages
+    )
 
 
 def test_patient_recipient_gets_only_an_address(
