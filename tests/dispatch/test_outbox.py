@@ -447,7 +447,8 @@ def test_a_damaged_write_ahead_log_is_refused_not_silently_rolled_back(
     config = make_config(lambda **more: {"path": str(tmp_path / "live" / "outbox.sqlite"), **more})
     with open_outbox(config) as outbox:
         dispatch(documents, config, outbox=outbox)
-        outbox._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the log starts empty
+        # The log starts empty.
+        outbox._sql.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # type: ignore[attr-defined]
         for claim in outbox.claim("w", limit=10):  # then four committed acknowledgements, and more
             outbox.acknowledge(claim, Acknowledgement("ok"))
         # What a crash leaves: the file and its log, as they are while the outbox is open.

@@ -1,4 +1,4 @@
-"""The durable outbox and transmission journal, on SQLite in WAL mode.
+"""The durable outbox and transmission journal, on SQLite in WAL mode (or on PostgreSQL).
 
 Every state change is one transaction::
 
@@ -9,14 +9,19 @@ Every state change is one transaction::
 
 A delivery's idempotency key (document, version, destination, action) is unique, so queuing
 the same plan twice, or after a restart, adds nothing. Claiming is one ``UPDATE … RETURNING``
-under SQLite's write lock, so two workers never hold the same delivery; a claim is a lease:
-if its worker dies, the delivery becomes claimable again when the lease expires, marked
-*in doubt* so the next worker first asks the destination whether it already has it.
+under SQLite's write lock (PostgreSQL: row locks), so two workers never hold the same
+delivery; a claim is a lease: if its worker dies, the delivery becomes claimable again when the
+lease expires, marked *in doubt* so the next worker first asks the destination whether it
+already has it.
 
 The journal (GBUI VII-2) is the ``deliveries`` rows (who, what, when, acknowledgement,
 outcome), the ``events`` of each, and the ``suppressions``: who did not receive and why.
 The ``return_reports`` are what came back afterwards from MSSanté recipients' systems:
 delivery status notifications and read receipts (see :mod:`crbio.dispatch.returns`).
+
+:class:`Outbox` holds this logic once for both databases; :class:`SqliteDialect` (here) and
+:class:`~crbio.dispatch.outbox_pg.PostgresDialect` hold what differs between them (see
+:mod:`crbio.dispatch.outbox_sql`).
 """
 
 from __future__ import annotations
@@ -27,110 +32,36 @@ import socket
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from crbio.dispatch import journal_chain as chain
 from crbio.dispatch.delivery import Acknowledgement, Action, Channel, Delivery
 from crbio.dispatch.outbox_file import APPLICATION_ID, check_outbox_file, create_outbox_file
-from crbio.dispatch.plan import Plan, Suppressed
+from crbio.dispatch.outbox_sql import SCHEMA_VERSION, Cursor, Dialect, outbox_schema
+from crbio.dispatch.outbox_sql import iso as _iso
+from crbio.dispatch.plan import Plan
 from crbio.errors import OutboxError
 
-__all__ = ["Claim", "Outbox", "Transmission", "new_worker_id"]
+__all__ = ["SCHEMA_VERSION", "Claim", "Outbox", "Transmission", "new_worker_id"]
 
-SCHEMA_VERSION = "3"
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS documents (
-    document_id TEXT PRIMARY KEY,
-    set_id TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    replaces TEXT,
-    confidentiality TEXT NOT NULL,
-    n3 BLOB NOT NULL,
-    pdf BLOB NOT NULL,
-    stored_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS deliveries (
-    id INTEGER PRIMARY KEY,
-    key TEXT NOT NULL UNIQUE,
-    document_id TEXT NOT NULL REFERENCES documents (document_id),
-    version INTEGER NOT NULL,
-    channel TEXT NOT NULL,
-    action TEXT NOT NULL,
-    recipient_kind TEXT NOT NULL,
-    recipient TEXT NOT NULL,
-    recipient_id TEXT,
-    sender TEXT NOT NULL,
-    delivery TEXT NOT NULL,
-    after_key TEXT,
-    state TEXT NOT NULL CHECK (state IN ('queued', 'sending', 'retrying', 'acknowledged', 'dead')),
-    attempts INTEGER NOT NULL DEFAULT 0,
-    due REAL NOT NULL,
-    lease_owner TEXT,
-    queued_at TEXT NOT NULL,
-    sent_at TEXT,
-    acknowledged_at TEXT,
-    dead_at TEXT,
-    last_error TEXT,
-    ack_summary TEXT,
-    ack_detail TEXT
-);
-CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (due)
-    WHERE state IN ('queued', 'retrying', 'sending');
-CREATE INDEX IF NOT EXISTS deliveries_document ON deliveries (document_id);
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY,
-    delivery_id INTEGER NOT NULL REFERENCES deliveries (id),
-    at TEXT NOT NULL,
-    event TEXT NOT NULL,
-    attempt INTEGER NOT NULL,
-    worker TEXT,
-    detail TEXT
-);
-CREATE INDEX IF NOT EXISTS events_delivery ON events (delivery_id);
-CREATE TABLE IF NOT EXISTS suppressions (
-    id INTEGER PRIMARY KEY,
-    document_id TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    channel TEXT NOT NULL,
-    recipient TEXT,
-    reason TEXT NOT NULL,
-    explanation TEXT NOT NULL,
-    at TEXT NOT NULL,
-    UNIQUE (document_id, channel, recipient, reason)
-);
-"""
-
-# Schema 2: what recipients' systems reported after the delivery (DSN, MDN). Appended to a
-# version 1 outbox by _migrate, created with the rest in a new one.
-_RETURNS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS return_reports (
-    id INTEGER PRIMARY KEY,
-    delivery_id INTEGER NOT NULL REFERENCES deliveries (id),
-    report_id TEXT NOT NULL,
-    kind TEXT NOT NULL CHECK (kind IN ('dsn', 'mdn')),
-    recipient TEXT NOT NULL,
-    action TEXT NOT NULL,
-    status TEXT,
-    diagnostic TEXT,
-    reported_at TEXT,
-    recorded_at TEXT NOT NULL,
-    UNIQUE (delivery_id, report_id, recipient)
-);
-"""
+# Schema 1, and what schema 2 added (the return reports, appended to a version 1 outbox by the
+# upgrade, created with the rest in a new one).
+_SCHEMA, _RETURNS_SCHEMA = outbox_schema(
+    serial="INTEGER PRIMARY KEY", integer="INTEGER", blob="BLOB", real="REAL"
+)
 # Schema 3: the journal's hash chain (see crbio.dispatch.journal_chain): each journaled row's
 # position and hash, the delivery row an event left, and the chain's head. Added by ALTER to new
 # outboxes too, so that a new and an upgraded outbox have the very same tables.
 _CHAIN_SCHEMA = (*chain.chain_schema("INTEGER"), f"PRAGMA application_id = {APPLICATION_ID}")
 # The schema versions an outbox is upgraded from in place: to which version, with which statements.
 _MIGRATIONS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "1": ("2", (_RETURNS_SCHEMA,)),
+    "1": ("2", _RETURNS_SCHEMA),
     "2": ("3", _CHAIN_SCHEMA),
 }
 # The tables that make a database a crbio outbox (of any schema version).
@@ -156,10 +87,6 @@ _OUTCOME_ORDER = (
 def new_worker_id() -> str:
     """A worker id unique across hosts and processes, for leases and the journal."""
     return f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
-
-
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +138,9 @@ class Outbox:
     A new outbox file is created complete (see :func:`~crbio.dispatch.outbox_file.create_outbox_file`);
     an existing one is checked before it is opened (:func:`~crbio.dispatch.outbox_file.check_outbox_file`:
     empty, not SQLite, another application's, truncated, damaged log) and by SQLite's quick check.
+    Every method is written once, for both databases: what differs is the :attr:`_sql` dialect
+    (see :mod:`crbio.dispatch.outbox_sql`; :class:`~crbio.dispatch.outbox_pg.PostgresOutbox` is
+    this class on PostgreSQL's).
 
     Raises:
         OutboxError: the file cannot be opened, is not a crbio outbox, is empty, truncated or
@@ -219,130 +149,64 @@ class Outbox:
 
     def __init__(self, path: str | Path, *, lease_seconds: float = 120.0, clock: Any = time.time) -> None:
         self.path = Path(path)
+        self._open(SqliteDialect(self.path, clock), lease_seconds)
+
+    def _open(self, dialect: Dialect, lease_seconds: float) -> None:
+        self._sql = dialect
         self.lease_seconds = lease_seconds
-        self._clock = clock
         self._links: list[chain.Link] = []  # journal rows of the open transaction, chained at commit
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            if not self.path.exists():
-                create_outbox_file(self.path, self._create_schema)
-            check_outbox_file(self.path)
-            self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            try:
-                self._db.row_factory = sqlite3.Row
-                self._recognise()  # before the first write: switching to WAL changes the file
-                self._db.execute("PRAGMA journal_mode=WAL")
-                # FULL: a committed state change survives a power loss, not only a crash.
-                self._db.execute("PRAGMA synchronous=FULL")
-                self._db.execute("PRAGMA foreign_keys=ON")
-                self._check_and_create()
-            except BaseException:
-                self._db.close()
-                raise
-        except sqlite3.OperationalError as exc:  # a full disk, a read-only file: not the file's fault
-            raise OutboxError(f"{self.path}: cannot open the outbox for writing ({exc})") from None
-        except sqlite3.DatabaseError as exc:
-            raise OutboxError(f"{self.path}: not a usable outbox database ({exc})") from None
-        except OSError as exc:
-            raise OutboxError(f"{self.path}: cannot open the outbox ({exc.strerror})") from None
-
-    def _recognise(self) -> None:
-        """Refuse a database that is not a crbio outbox, before anything is written to it."""
-        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        # An empty database here was not created by crbio (create_outbox_file never leaves one):
-        # refuse it rather than build an outbox inside someone else's file.
-        if not tables:
-            raise OutboxError(
-                f"{self.path}: an empty SQLite database, not a crbio outbox (delete it to start a new outbox)"
-            )
-        if not tables >= _OUTBOX_TABLES:
-            raise OutboxError(f"{self.path}: this SQLite database is not a crbio outbox")
-
-    def _check_and_create(self) -> None:
-        check = self._db.execute("PRAGMA quick_check").fetchone()[0]
-        if check != "ok":
-            raise OutboxError(f"{self.path}: the outbox database is corrupted ({check.splitlines()[0]})")
-        version = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-        if version is not None and version[0] in _MIGRATIONS:
-            self._migrate()
-            return
-        if version is None or version[0] != SCHEMA_VERSION:
-            raise OutboxError(f"{self.path}: unknown outbox schema version")
-
-    def _create_schema(self, db: sqlite3.Connection) -> None:
-        """Build a new, empty outbox of the current schema on a fresh database."""
-        db.executescript("BEGIN IMMEDIATE;" + _SCHEMA + _RETURNS_SCHEMA)  # the transaction stays open
-        for statement in _CHAIN_SCHEMA:
-            db.execute(statement)
-        db.execute("INSERT INTO journal_head VALUES (1, 0, ?, ?, 0)", (chain.GENESIS, _iso(self._clock())))
-        db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
-        db.execute("COMMIT")
 
     def close(self) -> None:
         """Close the database connection."""
-        self._db.close()
+        self._sql.close()
 
-    def __enter__(self) -> Outbox:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        # IMMEDIATE takes the write lock up front, so two workers cannot both read a row as
-        # claimable and then both update it.
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
+    def _transaction(self) -> Iterator[Cursor]:
+        with self._sql.transaction() as cur:
             try:
-                yield self._db
+                yield cur
                 if self._links:
-                    self._chain_links()
-            except BaseException:
+                    self._chain_links(cur)
+            finally:
                 self._links.clear()
-                if self._db.in_transaction:  # SQLite may have rolled back itself (a full disk)
-                    self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-        except sqlite3.OperationalError as exc:
-            # A full disk, a read-only file, a lock held too long: the transaction left nothing.
-            raise OutboxError(f"{self.path}: cannot write the outbox ({exc})") from None
 
     def _event(
-        self, delivery_id: int, event: str, attempt: int, worker: str | None, detail: Any = None
+        self, now: float, delivery_id: int, event: str, attempt: int, worker: str | None, detail: Any = None
     ) -> None:
         # Inserted when the transaction commits, already chained (see _chain_links).
         self._links.append(
-            chain.event_link(delivery_id, _iso(self._clock()), event, attempt, worker, json_detail(detail))
+            chain.event_link(delivery_id, _iso(now), event, attempt, worker, json_detail(detail))
         )
 
-    def _chain_links(self) -> None:
-        """Chain the journal rows of the transaction about to commit (under its write lock)."""
+    def _chain_links(self, cur: Cursor) -> None:
+        """Chain the journal rows of the transaction about to commit, one transaction at a time.
+
+        Under the lock that serialises the chain's appends (SQLite's write lock, or PostgreSQL's
+        row lock on ``journal_head``, taken last so it is held only to the commit), so the chain
+        never forks. Each delivery read is one this transaction changed, or locked (``FOR
+        SHARE``) for a return report: none can change before this commit.
+        """
         links, self._links = self._links, []
         ids = sorted({link.delivery_id for link in links if link.delivery_id is not None})
-        rows: dict[int, Any] = {}
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            for r in self._db.execute(
-                f"SELECT {_JOURNAL_COLUMNS} FROM deliveries WHERE id IN ({marks})", chunk
-            ):
-                rows[r["id"]] = r
-        head = self._db.execute("SELECT seq, hash FROM journal_head").fetchone()
-        seq, last = chain.chain(links, head["seq"], head["hash"], rows)
-        self._db.executemany(
-            "INSERT INTO events (delivery_id, at, event, attempt, worker, detail, chain_seq, chain_hash,"
-            " delivery_state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(*link.insert, link.seq, link.hash, link.state) for link in links if link.insert is not None],
-        )
+        seq, last, rows = self._sql.lock_head(cur, ids)
+        seq, last = chain.chain(links, seq, last, rows)
         for link in links:
             if link.row is not None:
                 column, value = link.row
-                self._db.execute(
+                cur.execute(
                     f"UPDATE {link.table} SET chain_seq = ?, chain_hash = ? WHERE {column} = ?",
                     (link.seq, link.hash, value),
                 )
-        self._db.execute("UPDATE journal_head SET seq = ?, hash = ?", (seq, last))
+        events = [
+            (*link.insert, link.seq, link.hash, link.state) for link in links if link.insert is not None
+        ]
+        self._sql.append(cur, events, seq, last)
 
     # -- queuing -------------------------------------------------------------------------
 
@@ -358,14 +222,21 @@ class Outbox:
         pdf: bytes,
     ) -> None:
         """Keep a document version's bytes, so any worker can send it later (idempotent)."""
-        row = document_row(document_id, set_id, version, replaces, confidentiality, _iso(self._clock()))
-        with self._transaction() as db:
-            added = db.execute(
-                "INSERT OR IGNORE INTO documents (document_id, set_id, version, replaces, confidentiality,"
-                " n3, pdf, stored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        with self._transaction() as cur:
+            row = {  # the journaled columns (all but the bytes)
+                "document_id": document_id,
+                "set_id": set_id,
+                "version": version,
+                "replaces": replaces,
+                "confidentiality": json.dumps(list(confidentiality)),
+                "stored_at": _iso(self._sql.now(cur)),
+            }
+            cur.execute(
+                "INSERT INTO documents (document_id, set_id, version, replaces, confidentiality, n3, pdf,"
+                " stored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (document_id) DO NOTHING",
                 (document_id, set_id, version, replaces, row["confidentiality"], n3, pdf, row["stored_at"]),
-            ).rowcount
-            if added:
+            )
+            if cur.rowcount:
                 self._links.append(chain.document_link(row, n3, pdf))
 
     def enqueue(self, plan: Plan, senders: Mapping[Channel, str]) -> tuple[list[str], list[str]]:
@@ -374,40 +245,63 @@ class Outbox:
         ``senders`` names the sender of each channel. The plan's document must be stored.
         Returns the keys newly queued and the keys that were already in the outbox.
         """
-        now = self._clock()
         added, existing = [], []
-        with self._transaction() as db:
+        with self._transaction() as cur:
+            now = self._sql.now(cur)
             for d in plan.deliveries:
-                cursor = db.execute(
-                    """INSERT OR IGNORE INTO deliveries (key, document_id, version, channel, action,
-                       recipient_kind, recipient, recipient_id, sender, delivery, state, due, queued_at)
-                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)""",
-                    delivery_params(d, senders[d.channel], now),
-                )
-                if cursor.rowcount:
-                    self._order_after_previous(d)
-                    added.append(d.key)
-                    self._event(int(cursor.lastrowid or 0), "queued", 0, None)
-                else:
+                row = cur.execute(
+                    """INSERT INTO deliveries (key, document_id, version, channel, action, recipient_kind,
+                       recipient, recipient_id, sender, delivery, state, due, queued_at)
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)
+                       ON CONFLICT (key) DO NOTHING RETURNING id""",
+                    (
+                        d.key,
+                        d.document_id,
+                        d.version,
+                        d.channel.value,
+                        d.action.value,
+                        d.recipient.kind.value,
+                        d.recipient.address,
+                        d.recipient.identifier,
+                        senders[d.channel],
+                        d.to_json(),
+                        now,
+                        _iso(now),
+                    ),
+                ).fetchone()
+                if row is None:
                     existing.append(d.key)
+                    continue
+                self._order_after_previous(cur, d)
+                added.append(d.key)
+                self._event(now, int(row["id"]), "queued", 0, None)
             for s in plan.suppressed:
-                params = suppression_params(plan, s, now)
-                cursor = db.execute(
-                    "INSERT OR IGNORE INTO suppressions (document_id, version, channel, recipient, reason,"
-                    " explanation, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    params,
+                params = (
+                    plan.document_id,
+                    plan.version,
+                    s.channel.value,
+                    s.recipient.address,
+                    s.reason,
+                    s.explanation,
+                    _iso(now),
                 )
-                if cursor.rowcount:
-                    self._links.append(chain.suppression_link(int(cursor.lastrowid or 0), params))
+                row = cur.execute(
+                    "INSERT INTO suppressions (document_id, version, channel, recipient, reason, explanation,"
+                    " at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
+                    params,
+                ).fetchone()
+                if row is not None:
+                    self._links.append(chain.suppression_link(int(row["id"]), params))
         return added, existing
 
-    def _order_after_previous(self, delivery: Delivery) -> None:
+    @staticmethod
+    def _order_after_previous(cur: Cursor, delivery: Delivery) -> None:
         # A replacement or deletion must not overtake the delivery of the version it targets
         # to the same recipient (the DMP needs the earlier entry to exist): it waits for it.
         target = previous_target(delivery)
         if target is None:
             return
-        self._db.execute(
+        cur.execute(
             """UPDATE deliveries SET after_key = (
                    SELECT key FROM deliveries WHERE document_id = ? AND channel = ? AND recipient = ?
                    AND action != 'delete' ORDER BY id DESC LIMIT 1)
@@ -419,46 +313,50 @@ class Outbox:
 
     def claim(self, worker: str, *, limit: int = 1) -> list[Claim]:
         """Lease up to ``limit`` due deliveries to ``worker`` (expired leases included, in doubt)."""
-        now = self._clock()
-        with self._transaction() as db:
-            # Under the write lock: nobody else can claim these rows between the two statements.
-            due = db.execute(
-                """SELECT d.id, d.state FROM deliveries d
-                   WHERE d.state IN ('queued', 'retrying', 'sending') AND d.due <= ?
-                   AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.key = d.after_key
-                                   AND p.state IN ('queued', 'retrying', 'sending'))
-                   ORDER BY d.due, d.id LIMIT ?""",
+        with self._transaction() as cur:
+            now = self._sql.now(cur)
+            # Nobody else can claim these rows before the commit: SQLite's write lock is held,
+            # or PostgreSQL's row locks (SKIP LOCKED: rows another worker is claiming right now
+            # are skipped, not waited for; the lock re-checks the WHERE on the newest row
+            # version, so a row acknowledged meanwhile is not taken).
+            due = cur.execute(
+                f"""SELECT d.id, d.state FROM deliveries d
+                    WHERE d.state IN {_PENDING} AND d.due <= ?
+                    AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.key = d.after_key
+                                    AND p.state IN {_PENDING})
+                    ORDER BY d.due, d.id LIMIT ?{self._sql.claim_lock}""",
                 (now, limit),
             ).fetchall()
             if not due:
                 return []
             # A row still "sending" is an earlier attempt that never reported back: in doubt.
             in_doubt = {row["id"] for row in due if row["state"] == "sending"}
-            marks = ",".join("?" * len(due))
-            rows = db.execute(
+            where, ids = self._sql.match("id", [row["id"] for row in due])
+            rows = cur.execute(
                 f"""UPDATE deliveries
                     SET state = 'sending', lease_owner = ?, attempts = attempts + 1, due = ?,
                         sent_at = COALESCE(sent_at, ?)
-                    WHERE id IN ({marks})
+                    WHERE {where}
                     RETURNING id, delivery, sender, attempts""",
-                (worker, now + self.lease_seconds, _iso(now), *(row["id"] for row in due)),
+                (worker, now + self.lease_seconds, _iso(now), *ids),
             ).fetchall()
             order = {row["id"]: n for n, row in enumerate(due)}  # RETURNING's order is unspecified
             claims = []
             for row in sorted(rows, key=lambda r: order[r["id"]]):
                 doubt = row["id"] in in_doubt
                 self._event(
-                    row["id"], "sending", row["attempts"], worker, {"in_doubt": True} if doubt else None
+                    now, row["id"], "sending", row["attempts"], worker, {"in_doubt": True} if doubt else None
                 )
-                claim = Claim(
-                    row["id"],
-                    Delivery.from_json(row["delivery"]),
-                    row["sender"],
-                    row["attempts"],
-                    doubt,
-                    worker,
+                claims.append(
+                    Claim(
+                        row["id"],
+                        Delivery.from_json(row["delivery"]),
+                        row["sender"],
+                        row["attempts"],
+                        doubt,
+                        worker,
+                    )
                 )
-                claims.append(claim)
         return claims
 
     def acknowledge(self, claim: Claim, ack: Acknowledgement, *, recovered: bool = False) -> bool:
@@ -472,24 +370,20 @@ class Outbox:
         was still held. Workers of one process group their acknowledgements this way (see
         :func:`crbio.dispatch.worker.run_workers`), so a commit's fsync is paid once for all.
         """
-        now = self._clock()
         results = []
-        with self._transaction() as db:
+        with self._transaction() as cur:
+            now = self._sql.now(cur)
             for claim, ack, recovered in acks:
-                updated = db.execute(
+                updated = cur.execute(
                     """UPDATE deliveries SET state = 'acknowledged', acknowledged_at = ?, ack_summary = ?,
                        ack_detail = ?, lease_owner = NULL, last_error = NULL
                        WHERE id = ? AND state = 'sending' AND lease_owner = ?""",
                     (_iso(now), ack.summary, json_detail(dict(ack.detail)), claim.row_id, claim.worker),
                 ).rowcount
                 if updated:
-                    self._event(
-                        claim.row_id,
-                        "recovered" if recovered else "acknowledged",
-                        claim.attempt,
-                        claim.worker,
-                        {"summary": ack.summary, **dict(ack.detail)},
-                    )
+                    event = "recovered" if recovered else "acknowledged"
+                    detail = {"summary": ack.summary, **dict(ack.detail)}
+                    self._event(now, claim.row_id, event, claim.attempt, claim.worker, detail)
                 results.append(bool(updated))
         return results
 
@@ -506,10 +400,10 @@ class Outbox:
 
         Returns the new state ("" if the lease was lost meanwhile).
         """
-        now = self._clock()
         state = "retrying" if retryable and retry_in is not None else "dead"
-        with self._transaction() as db:
-            updated = db.execute(
+        with self._transaction() as cur:
+            now = self._sql.now(cur)
+            updated = cur.execute(
                 """UPDATE deliveries SET state = ?, due = ?, last_error = ?, lease_owner = NULL,
                    dead_at = CASE WHEN ? = 'dead' THEN ? ELSE NULL END
                    WHERE id = ? AND state = 'sending' AND lease_owner = ?""",
@@ -517,50 +411,48 @@ class Outbox:
             ).rowcount
             if not updated:
                 return ""
-            self._event(
-                claim.row_id,
-                "retry-scheduled" if state == "retrying" else "dead",
-                claim.attempt,
-                claim.worker,
-                failure_detail(state, reason, retry_in, detail),
-            )
+            event = "retry-scheduled" if state == "retrying" else "dead"
+            detail = {
+                "reason": reason,
+                **({"retry_in": round(retry_in, 3)} if state == "retrying" and retry_in else {}),
+                **dict(detail or {}),
+            }
+            self._event(now, claim.row_id, event, claim.attempt, claim.worker, detail)
         return state
 
     def release(self, claim: Claim) -> None:
         """Give a claimed delivery back untouched (a worker stopping before it sent anything)."""
-        with self._transaction() as db:
-            updated = db.execute(
+        with self._transaction() as cur:
+            now = self._sql.now(cur)
+            updated = cur.execute(
                 "UPDATE deliveries SET state = 'retrying', due = ?, attempts = attempts - 1,"
-                " lease_owner = NULL"
-                " WHERE id = ? AND state = 'sending' AND lease_owner = ?",
-                (self._clock(), claim.row_id, claim.worker),
+                " lease_owner = NULL WHERE id = ? AND state = 'sending' AND lease_owner = ?",
+                (now, claim.row_id, claim.worker),
             ).rowcount
             if updated:
-                self._event(claim.row_id, "released", claim.attempt, claim.worker)
+                self._event(now, claim.row_id, "released", claim.attempt, claim.worker)
 
     # -- reading -------------------------------------------------------------------------
 
+    def _document_row(self, document_id: str, columns: str) -> Any:
+        rows = self._sql.read(f"SELECT {columns} FROM documents WHERE document_id = ?", (document_id,))
+        return rows[0] if rows else None
+
     def document(self, document_id: str) -> tuple[bytes, bytes]:
         """The stored N3 and PDF of a document version."""
-        row = self._db.execute(
-            "SELECT n3, pdf FROM documents WHERE document_id = ?", (document_id,)
-        ).fetchone()
+        row = self._document_row(document_id, "n3, pdf")
         if row is None:
             raise OutboxError(f"document {document_id} is not in the outbox")
         return bytes(row["n3"]), bytes(row["pdf"])
 
     def document_confidentiality(self, document_id: str) -> list[str] | None:
         """The confidentiality list a stored version was planned with, or None if unknown."""
-        row = self._db.execute(
-            "SELECT confidentiality FROM documents WHERE document_id = ?", (document_id,)
-        ).fetchone()
+        row = self._document_row(document_id, "confidentiality")
         return None if row is None else list(json.loads(row["confidentiality"]))
 
     def document_version(self, document_id: str) -> int | None:
         """The version number of a stored document, or None if it is not in the outbox."""
-        row = self._db.execute(
-            "SELECT version FROM documents WHERE document_id = ?", (document_id,)
-        ).fetchone()
+        row = self._document_row(document_id, "version")
         return None if row is None else int(row["version"])
 
     def acknowledged(
@@ -572,14 +464,14 @@ class Outbox:
         if channel is not None:
             query += " AND channel = ?"
             params += (channel.value,)
-        rows = self._db.execute(query + " ORDER BY id", params).fetchall()
+        rows = self._sql.read(query + " ORDER BY id", params)
         return [(Delivery.from_json(r["delivery"]), json.loads(r["ack_detail"] or "{}")) for r in rows]
 
     def known_recipients(self, document_id: str) -> set[tuple[str, str]]:
         """(channel, recipient) pairs that any delivery of a document version was queued to."""
-        rows = self._db.execute(
+        rows = self._sql.read(
             "SELECT channel, recipient FROM deliveries WHERE document_id = ?", (document_id,)
-        ).fetchall()
+        )
         return {(r["channel"], r["recipient"]) for r in rows}
 
     def previous_ack(self, delivery: Delivery) -> dict[str, Any] | None:
@@ -587,33 +479,28 @@ class Outbox:
         target = previous_target(delivery)
         if target is None:
             return None
-        row = self._db.execute(
+        rows = self._sql.read(
             """SELECT ack_detail FROM deliveries WHERE document_id = ? AND channel = ? AND recipient = ?
                AND state = 'acknowledged' AND action != 'delete' ORDER BY id DESC LIMIT 1""",
             (target, delivery.channel.value, delivery.recipient.address),
-        ).fetchone()
-        return None if row is None else dict(json.loads(row["ack_detail"] or "{}"))
+        )
+        return dict(json.loads(rows[0]["ack_detail"] or "{}")) if rows else None
 
     def counts(self) -> dict[str, int]:
         """Number of deliveries per state."""
-        rows = self._db.execute("SELECT state, COUNT(*) AS n FROM deliveries GROUP BY state").fetchall()
-        return {r["state"]: r["n"] for r in rows}
+        rows = self._sql.read("SELECT state, COUNT(*) AS n FROM deliveries GROUP BY state")
+        return {r["state"]: int(r["n"]) for r in rows}
 
     def next_due(self) -> float | None:
         """When the next pending delivery becomes due (epoch seconds), or None if none is pending."""
-        row = self._db.execute(
-            "SELECT MIN(due) FROM deliveries WHERE state IN ('queued', 'retrying', 'sending')"
-        ).fetchone()
-        return None if row[0] is None else float(row[0])
+        due = self._sql.read(f"SELECT MIN(due) AS due FROM deliveries WHERE state IN {_PENDING}")[0]["due"]
+        return None if due is None else float(due)
 
     def states(self, keys: Iterable[str]) -> dict[str, str]:
         """The state of each delivery key given."""
-        wanted = list(keys)
         found: dict[str, str] = {}
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            for r in self._db.execute(f"SELECT key, state FROM deliveries WHERE key IN ({marks})", chunk):
+        for where, params in self._sql.batches("key", keys):
+            for r in self._sql.read(f"SELECT key, state FROM deliveries WHERE {where}", params):
                 found[r["key"]] = r["state"]
         return found
 
@@ -621,7 +508,7 @@ class Outbox:
         self, *, document_id: str | None = None, since: datetime | None = None, state: str | None = None
     ) -> list[Transmission]:
         """The journal: one line per delivery, oldest first, optionally filtered."""
-        query, params = "SELECT * FROM deliveries WHERE 1=1", []
+        query, params = "SELECT * FROM deliveries WHERE true", []
         if document_id:
             query += " AND document_id = ?"
             params.append(document_id)
@@ -631,16 +518,21 @@ class Outbox:
         if state:
             query += " AND state = ?"
             params.append(state)
-        rows = self._db.execute(query + " ORDER BY id", params).fetchall()
-        return self._with_returns(transmission_from_row(r) for r in rows)
+        return self._with_returns(
+            Transmission(
+                **{name: r[name] for name in _LINE_COLUMNS},
+                ack_detail=json.loads(r["ack_detail"]) if r["ack_detail"] else None,
+            )
+            for r in self._sql.read(query + " ORDER BY id", params)
+        )
 
     def events(self, key: str) -> list[dict[str, Any]]:
         """The event trail of one delivery, oldest first."""
-        rows = self._db.execute(
+        rows = self._sql.read(
             """SELECT e.at, e.event, e.attempt, e.worker, e.detail FROM events e
                JOIN deliveries d ON d.id = e.delivery_id WHERE d.key = ? ORDER BY e.id""",
             (key,),
-        ).fetchall()
+        )
         return [{**dict(r), "detail": json.loads(r["detail"]) if r["detail"] else None} for r in rows]
 
     def suppressions(self, document_id: str | None = None) -> list[dict[str, Any]]:
@@ -649,65 +541,7 @@ class Outbox:
         if document_id:
             query += " WHERE document_id = ?"
             params.append(document_id)
-        return [dict(r) for r in self._db.execute(query + " ORDER BY id", params)]
-
-    # -- return reports (DSN, MDN) -----------------------------------------------------------
-
-    def _migrate(self) -> None:
-        """Upgrade an outbox of an earlier schema version in place, keeping every row."""
-        with self._transaction() as db:
-            # Under the write lock: another process may have upgraded it meanwhile.
-            version = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0]
-            while version in _MIGRATIONS:
-                version, statements = _MIGRATIONS[version]
-                for statement in statements:
-                    db.execute(statement)
-                if version == "3":
-                    self._chain_existing()
-                db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (version,))
-        if version != SCHEMA_VERSION:
-            raise OutboxError(f"{self.path}: unknown outbox schema version")
-
-    def _chain_existing(self) -> None:
-        """Start the journal's chain over the rows an outbox of schema 1 or 2 already holds.
-
-        Documents first (by storage time), then events, suppressions and return reports, each in
-        id order; the head records how many rows were chained this way, and when.
-        """
-        db = self._db
-        documents = [
-            chain.document_link(r, bytes(r["n3"]), bytes(r["pdf"]))
-            for r in db.execute("SELECT * FROM documents ORDER BY stored_at, document_id")
-        ]
-        seq, last = chain.chain(documents, 0, chain.GENESIS, {})
-        db.executemany(
-            "UPDATE documents SET chain_seq = ?, chain_hash = ? WHERE document_id = ?",
-            [(link.seq, link.hash, link.row[1]) for link in documents if link.row],
-        )
-        for table in ("events", "suppressions", "return_reports"):
-            after = 0
-            while rows := db.execute(
-                f"SELECT * FROM {table} WHERE id > ? ORDER BY id LIMIT 2000", (after,)
-            ).fetchall():
-                after = rows[-1]["id"]
-                links = [chain.existing_link(table, r) for r in rows]
-                ids = sorted({link.delivery_id for link in links if link.delivery_id is not None})
-                deliveries = {
-                    r["id"]: r
-                    for r in db.execute(
-                        f"SELECT * FROM deliveries WHERE id IN ({','.join('?' * len(ids))})", ids
-                    )
-                }
-                seq, last = chain.chain(links, seq, last, deliveries)
-                db.executemany(
-                    f"UPDATE {table} SET chain_seq = ?, chain_hash = ?"
-                    + (", delivery_state = ? WHERE id = ?" if table == "events" else " WHERE id = ?"),
-                    [
-                        (link.seq, link.hash, *((link.state,) if table == "events" else ()), row["id"])
-                        for link, row in zip(links, rows, strict=True)
-                    ],
-                )
-        db.execute("INSERT INTO journal_head VALUES (1, ?, ?, ?, ?)", (seq, last, _iso(self._clock()), seq))
+        return [dict(r) for r in self._sql.read(query + " ORDER BY id", params)]
 
     # -- the journal's hash chain --------------------------------------------------------------
 
@@ -718,53 +552,56 @@ class Outbox:
         walked, the head, and otherwise the first broken row (table, id, delivery key or document
         OID, what is wrong — never patient data); ``raise_if_broken()`` turns a break into
         :class:`~crbio.dispatch.journal_chain.JournalBroken` (code ``dispatch.journal-broken``).
-        Reads one consistent snapshot (a read transaction); the stored documents' bytes are
-        hashed again, so this reads the whole outbox.
+        Reads one consistent snapshot (a read transaction; on PostgreSQL repeatable-read with
+        server-side cursors) while workers go on writing; the stored documents' bytes are hashed
+        again, one at a time, so this reads the whole outbox.
         """
-        db = self._db
-        db.execute("BEGIN")  # one snapshot for the whole walk, while workers go on writing
-        try:
-            head = db.execute("SELECT * FROM journal_head").fetchone()
-            documents = db.execute(
-                "SELECT document_id, chain_seq FROM documents WHERE chain_seq IS NOT NULL ORDER BY chain_seq"
-            ).fetchall()
-            rows = heapq.merge(
-                (_chained_document(db, r["document_id"]) for r in documents),
-                *(_chained(db.execute(query), table) for table, query in _CHAINED),
-                key=_position,
-            )
+        with self._sql.snapshot() as cur:
+            head = cur.execute("SELECT * FROM journal_head WHERE id = 1").fetchone()
+            documents = [
+                str(r["document_id"])
+                for r in cur.execute(
+                    "SELECT document_id FROM documents WHERE chain_seq IS NOT NULL ORDER BY chain_seq"
+                ).fetchall()
+            ]
             unchained = None
             for table, query in _UNCHAINED:
-                found = db.execute(query).fetchone()
+                found = cur.execute(query).fetchone()
                 if found is not None:
                     unchained = chain.ChainedRow(table, str(found["id"]), None, None, found["key"], None)
                     break
-            walked, broken = chain.verify_chain(
-                head, rows, db.execute("SELECT * FROM deliveries ORDER BY id"), unchained
+            rows = heapq.merge(
+                (_chained_document(cur, document_id) for document_id in documents),
+                *(
+                    _chained(self._sql.stream(f"crbio_verify_{table}", query), table)
+                    for table, query in _CHAINED
+                ),
+                key=_position,
             )
-        finally:
-            db.execute("COMMIT")
+            deliveries = self._sql.stream("crbio_verify_deliveries", "SELECT * FROM deliveries ORDER BY id")
+            walked, broken = chain.verify_chain(head, rows, deliveries, unchained)
         return chain.JournalVerification(
             rows=walked if broken else int(head["seq"]),
             head=str(head["hash"]),
             started_at=head["started_at"],
             migrated_rows=int(head["migrated_rows"]),
             broken=broken,
-            location=str(self.path),
+            location=self._sql.location,
         )
+
+    # -- return reports (DSN, MDN) -----------------------------------------------------------
 
     def mssante_delivery(self, message_id: str) -> tuple[str, Delivery] | None:
         """The MSSanté delivery whose messages carry this 32-hex id (``Job.message_id``), if any."""
         prefix = message_id.lower()
         if len(prefix) != 32 or any(c not in "0123456789abcdef" for c in prefix):
             return None
-        # Keys are lower-case hex: every key starting with the prefix sorts in [prefix, prefix + "g").
-        row = self._db.execute(
-            "SELECT key, delivery FROM deliveries WHERE key >= ? AND key < ? AND channel = ?"
-            " ORDER BY id LIMIT 1",
-            (prefix, prefix + "g", Channel.MSSANTE.value),
-        ).fetchone()
-        return None if row is None else (str(row["key"]), Delivery.from_json(row["delivery"]))
+        where, params = self._sql.prefix("key", prefix)
+        rows = self._sql.read(
+            f"SELECT key, delivery FROM deliveries WHERE {where} AND channel = ? ORDER BY id LIMIT 1",
+            (*params, Channel.MSSANTE.value),
+        )
+        return (str(rows[0]["key"]), Delivery.from_json(rows[0]["delivery"])) if rows else None
 
     def record_return(
         self,
@@ -789,57 +626,61 @@ class Outbox:
         Raises:
             OutboxError: no delivery has this key.
         """
-        now = self._clock()
-        with self._transaction() as db:
-            row = db.execute("SELECT id, attempts FROM deliveries WHERE key = ?", (key,)).fetchone()
+        with self._transaction() as cur:
+            now = self._sql.now(cur)
+            # share_lock: the delivery cannot change before this commits (see _chain_links).
+            row = cur.execute(
+                f"SELECT id, attempts FROM deliveries WHERE key = ?{self._sql.share_lock}", (key,)
+            ).fetchone()
             if row is None:
                 raise OutboxError(f"delivery {key[:16]} is not in the outbox")
             values = (report_id, kind, recipient, action, status, diagnostic, reported_at, _iso(now))
-            cursor = db.execute(
-                """INSERT OR IGNORE INTO return_reports (delivery_id, report_id, kind, recipient, action,
-                   status, diagnostic, reported_at, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            inserted = cur.execute(
+                """INSERT INTO return_reports (delivery_id, report_id, kind, recipient, action, status,
+                   diagnostic, reported_at, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (delivery_id, report_id, recipient) DO NOTHING RETURNING id""",
                 (row["id"], *values),
-            )
-            added = cursor.rowcount
-            if added:
-                self._links.append(chain.return_link(int(cursor.lastrowid or 0), row["id"], values))
-                event, detail = return_event(kind, action, status, diagnostic, reported_at)
-                self._event(row["id"], event, row["attempts"], None, detail)
-        return bool(added)
+            ).fetchone()
+            if inserted is not None:
+                self._links.append(chain.return_link(int(inserted["id"]), row["id"], values))
+                event, detail = _return_event(kind, action, status, diagnostic, reported_at)
+                self._event(now, row["id"], event, row["attempts"], None, detail)
+        return inserted is not None
 
     def returns(self, key: str) -> list[dict[str, Any]]:
         """The return reports recorded for one delivery, in the order they happened."""
-        rows = self._db.execute(
-            """SELECT r.kind, r.recipient, r.action, r.status, r.diagnostic, r.reported_at, r.recorded_at
-               FROM return_reports r JOIN deliveries d ON d.id = r.delivery_id WHERE d.key = ?
-               ORDER BY COALESCE(r.reported_at, r.recorded_at), r.id""",
-            (key,),
-        ).fetchall()
-        return [dict(r) for r in rows]
+        return [dict(r) for r in self._sql.read(_REPORTS.format(key="", where="d.key = ?"), (key,))]
 
     def _with_returns(self, lines: Iterable[Transmission]) -> list[Transmission]:
         """Journal lines with their return reports and the outcome those make."""
         lines = list(lines)
         found: dict[str, list[dict[str, Any]]] = {}
-        keys = [line.key for line in lines]
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            for r in self._db.execute(
-                f"""SELECT d.key, r.kind, r.recipient, r.action, r.status, r.diagnostic, r.reported_at,
-                          r.recorded_at
-                    FROM return_reports r JOIN deliveries d ON d.id = r.delivery_id
-                    WHERE d.key IN ({marks})
-                    ORDER BY COALESCE(r.reported_at, r.recorded_at), r.id""",
-                chunk,
-            ):
+        for where, params in self._sql.batches("d.key", [line.key for line in lines]):
+            for r in self._sql.read(_REPORTS.format(key="d.key, ", where=where), params):
                 report = dict(r)
                 found.setdefault(report.pop("key"), []).append(report)
-        return with_reports(lines, found)
+        result = []
+        for line in lines:
+            reports = found.get(line.key, [])
+            returns = "; ".join(_return_summary(r) for r in reports) or None
+            outcome = _outcome(line.state, reports)
+            result.append(replace(line, outcome=outcome, returns=returns, return_reports=tuple(reports)))
+        return result
 
 
-# What the chain reads of a delivery: its id and its journal columns.
-_JOURNAL_COLUMNS = ", ".join(("id", *chain.DELIVERY_JOURNAL_COLUMNS))
+_PENDING = "('queued', 'retrying', 'sending')"
+# The fields of a journal line read as they are from its deliveries row.
+_LINE_COLUMNS = [
+    f.name
+    for f in fields(Transmission)
+    if f.name not in {"ack_detail", "outcome", "returns", "return_reports"}
+]
+# The return reports of some deliveries, in the order they happened.
+_REPORTS = """SELECT {key}r.kind, r.recipient, r.action, r.status, r.diagnostic, r.reported_at, r.recorded_at
+    FROM return_reports r JOIN deliveries d ON d.id = r.delivery_id WHERE {where}
+    ORDER BY COALESCE(r.reported_at, r.recorded_at), r.id"""
+
+
 # What suppressions() returns (the chain's own columns are not part of a suppression).
 _SUPPRESSION_COLUMNS = ", ".join(("id", *chain.SUPPRESSION_COLUMNS))
 # The first journal row of each table outside the chain (a row added by hand), for verify_journal.
@@ -889,29 +730,10 @@ def _chained(rows: Iterable[Mapping[str, Any]], table: str) -> Iterator[chain.Ch
         yield chain.chained_row(table, row)
 
 
-def _chained_document(db: sqlite3.Connection, document_id: str) -> chain.ChainedRow:
+def _chained_document(cur: Cursor, document_id: str) -> chain.ChainedRow:
     # The bytes are read one document at a time: an outbox holds gigabytes of them.
-    row = db.execute("SELECT * FROM documents WHERE document_id = ?", (document_id,)).fetchone()
+    row = cur.execute("SELECT * FROM documents WHERE document_id = ?", (document_id,)).fetchone()
     return chain.chained_row("documents", row)
-
-
-def document_row(
-    document_id: str,
-    set_id: str,
-    version: int,
-    replaces: str | None,
-    confidentiality: Sequence[str],
-    stored_at: str,
-) -> dict[str, Any]:
-    """The journaled columns of a new ``documents`` row (all but its bytes)."""
-    return {
-        "document_id": document_id,
-        "set_id": set_id,
-        "version": version,
-        "replaces": replaces,
-        "confidentiality": json.dumps(list(confidentiality)),
-        "stored_at": stored_at,
-    }
 
 
 def previous_target(delivery: Delivery) -> str | None:
@@ -921,94 +743,7 @@ def previous_target(delivery: Delivery) -> str | None:
     return delivery.replaces if delivery.action is Action.REPLACE else delivery.document_id
 
 
-def delivery_params(d: Delivery, sender: str, now: float) -> tuple[Any, ...]:
-    """The values of a new ``deliveries`` row, in the order both backends' INSERT lists them."""
-    recipient = d.recipient
-    return (
-        d.key,
-        d.document_id,
-        d.version,
-        d.channel.value,
-        d.action.value,
-        recipient.kind.value,
-        recipient.address,
-        recipient.identifier,
-        sender,
-        d.to_json(),
-        now,
-        _iso(now),
-    )
-
-
-def suppression_params(plan: Plan, s: Suppressed, now: float) -> tuple[Any, ...]:
-    """The values of a ``suppressions`` row: who did not receive a plan's document, and why."""
-    when = _iso(now)
-    return (
-        plan.document_id,
-        plan.version,
-        s.channel.value,
-        s.recipient.address,
-        s.reason,
-        s.explanation,
-        when,
-    )
-
-
-def transmission_from_row(r: Mapping[str, Any]) -> Transmission:
-    """A journal line from a ``deliveries`` row (either backend), before its return reports."""
-    detail = r["ack_detail"]
-    return Transmission(
-        document_id=r["document_id"],
-        version=r["version"],
-        channel=r["channel"],
-        action=r["action"],
-        recipient_kind=r["recipient_kind"],
-        recipient=r["recipient"],
-        recipient_id=r["recipient_id"],
-        sender=r["sender"],
-        state=r["state"],
-        attempts=r["attempts"],
-        queued_at=r["queued_at"],
-        sent_at=r["sent_at"],
-        acknowledged_at=r["acknowledged_at"],
-        dead_at=r["dead_at"],
-        ack_summary=r["ack_summary"],
-        ack_detail=json.loads(detail) if detail else None,
-        last_error=r["last_error"],
-        key=r["key"],
-    )
-
-
-def with_reports(
-    lines: Iterable[Transmission], found: Mapping[str, list[dict[str, Any]]]
-) -> list[Transmission]:
-    """Journal lines completed with their return reports (by delivery key) and the outcome those make."""
-    result = []
-    for line in lines:
-        reports = found.get(line.key, [])
-        result.append(
-            replace(
-                line,
-                outcome=_outcome(line.state, reports),
-                returns="; ".join(_return_summary(r) for r in reports) or None,
-                return_reports=tuple(reports),
-            )
-        )
-    return result
-
-
-def failure_detail(
-    state: str, reason: str, retry_in: float | None, detail: Mapping[str, Any] | None
-) -> dict[str, Any]:
-    """The detail of a ``retry-scheduled`` or ``dead`` event."""
-    return {
-        "reason": reason,
-        **({"retry_in": round(retry_in, 3)} if state == "retrying" and retry_in else {}),
-        **dict(detail or {}),
-    }
-
-
-def return_event(
+def _return_event(
     kind: str, action: str, status: str | None, diagnostic: str | None, reported_at: str | None
 ) -> tuple[str, dict[str, Any]]:
     """The journal event (name and detail) of one recorded return report line."""
@@ -1055,3 +790,122 @@ def _return_summary(report: Mapping[str, Any]) -> str:
         # Minutes are enough for a person reading the journal; the JSON keeps the seconds.
         words.append(str(when)[:16] + "Z" if len(str(when)) >= 16 else str(when))
     return " ".join(words)
+
+
+class SqliteDialect(Dialect):
+    """The outbox's SQLite file: WAL, ``synchronous=FULL``, ``BEGIN IMMEDIATE`` transactions.
+
+    Raises:
+        OutboxError: see :class:`Outbox`.
+    """
+
+    claim_lock = share_lock = ""  # the write lock, taken at BEGIN IMMEDIATE, already excludes the others
+    batch_size = 500  # values in one IN list, well under SQLite's limit on variables
+
+    def __init__(self, path: Path, clock: Callable[[], float]) -> None:
+        self.path, self.location, self._clock = path, str(path), clock
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.exists():
+                create_outbox_file(path, self._create_schema)
+            check_outbox_file(path)
+            self.db = sqlite3.connect(path, timeout=60, isolation_level=None)
+            try:
+                self.db.row_factory = sqlite3.Row
+                self._recognise()  # before the first write: switching to WAL changes the file
+                self.db.execute("PRAGMA journal_mode=WAL")
+                # FULL: a committed state change survives a power loss, not only a crash.
+                self.db.execute("PRAGMA synchronous=FULL")
+                self.db.execute("PRAGMA foreign_keys=ON")
+                self._check_and_create()
+            except BaseException:
+                self.db.close()
+                raise
+        except sqlite3.OperationalError as exc:  # a full disk, a read-only file: not the file's fault
+            raise OutboxError(f"{path}: cannot open the outbox for writing ({exc})") from None
+        except sqlite3.DatabaseError as exc:
+            raise OutboxError(f"{path}: not a usable outbox database ({exc})") from None
+        except OSError as exc:
+            raise OutboxError(f"{path}: cannot open the outbox ({exc.strerror})") from None
+
+    def _recognise(self) -> None:
+        """Refuse a database that is not a crbio outbox, before anything is written to it."""
+        tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        # An empty database here was not created by crbio (create_outbox_file never leaves one):
+        # refuse it rather than build an outbox inside someone else's file.
+        if not tables:
+            raise OutboxError(
+                f"{self.path}: an empty SQLite database, not a crbio outbox (delete it to start a new outbox)"
+            )
+        if not tables >= _OUTBOX_TABLES:
+            raise OutboxError(f"{self.path}: this SQLite database is not a crbio outbox")
+
+    def _check_and_create(self) -> None:
+        check = self.db.execute("PRAGMA quick_check").fetchone()[0]
+        if check != "ok":
+            raise OutboxError(f"{self.path}: the outbox database is corrupted ({check.splitlines()[0]})")
+        version = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        if version is not None and version[0] in _MIGRATIONS:
+            with self.transaction() as cur:  # under the write lock: another process may have upgraded it
+                version = (self.upgrade(cur, _MIGRATIONS),)
+        if version is None or version[0] != SCHEMA_VERSION:
+            raise OutboxError(f"{self.path}: unknown outbox schema version")
+
+    def _create_schema(self, db: sqlite3.Connection) -> None:
+        """Build a new, empty outbox of the current schema on a fresh database."""
+        db.execute("BEGIN IMMEDIATE")
+        self.create(db.cursor(), (*_SCHEMA, *_RETURNS_SCHEMA, *_CHAIN_SCHEMA))
+        db.execute("COMMIT")
+
+    @contextmanager
+    def transaction(self) -> Iterator[Cursor]:
+        """A write transaction, holding the write lock from the start.
+
+        IMMEDIATE takes the lock up front, so two workers cannot both read a row as claimable
+        and then both update it.
+        """
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db.cursor()
+            except BaseException:
+                if self.db.in_transaction:  # SQLite may have rolled back itself (a full disk)
+                    self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            # A full disk, a read-only file, a lock held too long: the transaction left nothing.
+            raise OutboxError(f"{self.path}: cannot write the outbox ({exc})") from None
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Cursor]:
+        """A read transaction (deferred: it takes no lock), one snapshot while workers write."""
+        self.db.execute("BEGIN")
+        try:
+            yield self.db.cursor()
+        finally:
+            self.db.execute("COMMIT")
+
+    def stream(self, name: str, query: str) -> Iterator[Mapping[str, Any]]:
+        """The rows of a query on a cursor of its own, stepped as they are read."""
+        return iter(self.db.execute(query))
+
+    def read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """The rows of one statement, outside any transaction (WAL readers take no lock)."""
+        return self.db.execute(sql, params).fetchall()
+
+    def now(self, cur: Cursor) -> float:
+        """The clock's time (the machine's, or the one a test injected)."""
+        return float(self._clock())
+
+    def match(self, column: str, values: Sequence[Any]) -> tuple[str, tuple[Any, ...]]:
+        """``column IN (?, ?, …)``."""
+        return f"{column} IN ({','.join('?' * len(values))})", tuple(values)
+
+    def prefix(self, column: str, prefix: str) -> tuple[str, tuple[Any, ...]]:
+        """A range on the column's index: lower-case hex keys with this prefix sort below ``prefix + "g"``."""
+        return f"{column} >= ? AND {column} < ?", (prefix, prefix + "g")
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.db.close()
