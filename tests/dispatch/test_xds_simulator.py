@@ -1254,6 +1254,37 @@ def test_find_and_get_documents(simulator: XdsSimulator, client: httpx.Client, p
     assert hidden.status == "Success" and list(hidden.root.iter(q(RIM, "ExtrinsicObject"))) == []
 
 
+def test_each_entry_is_answered_with_its_own_hash_and_the_same_object_every_time(
+    simulator: XdsSimulator, client: httpx.Client, pki: Pki
+) -> None:
+    """The registry object is written on the first query and the SHA-1 is kept per document
+    bytes: two documents of one patient each get their own hash, twice the same answer."""
+    unique_id = cda_facts(BIOCHEMISTRY)["unique_id"]
+    v1 = BIOCHEMISTRY.replace(f'<id root="{unique_id}"/>'.encode(), f'<id root="{unique_id}.7"/>'.encode(), 1)
+    assert v1 != BIOCHEMISTRY
+    assert submit(client, simulator, Submission([Entry.of(v1)]), pki).status == "Success"
+    assert submit(client, simulator, biochemistry(), pki).status == "Success"
+    patient = cda_facts(v1)["patient"]
+    find = stored_query(
+        FIND_DOCUMENTS,
+        XDSDocumentEntryPatientId=[f"'{patient}'"],
+        XDSDocumentEntryStatus=["('urn:oasis:names:tc:ebxml-regrep:StatusType:Approved')"],
+    )
+    answers = [registry_call(client, simulator, pki, ITI18, find, patient) for _ in range(2)]
+    objects = [
+        {e.get("id"): etree.tostring(e) for e in a.root.iter(q(RIM, "ExtrinsicObject"))} for a in answers
+    ]
+    assert len(objects[0]) == 4 and objects[0] == objects[1]
+    hashes = {
+        e.get("id"): e.findtext(f"{{{RIM}}}Slot[@name='hash']//{{{RIM}}}Value")
+        for e in answers[0].root.iter(q(RIM, "ExtrinsicObject"))
+    }
+    for document in (v1, BIOCHEMISTRY):
+        entry = simulator.entry(cda_facts(document)["unique_id"])
+        assert entry is not None
+        assert hashes[entry.entry_uuid] == entry.hash == hashlib.sha1(document).hexdigest()
+
+
 def test_stored_query_errors(simulator: XdsSimulator, client: httpx.Client, pki: Pki) -> None:
     patient = cda_facts(BIOCHEMISTRY)["patient"]
     missing = stored_query(FIND_DOCUMENTS, XDSDocumentEntryPatientId=[f"'{patient}'"])
