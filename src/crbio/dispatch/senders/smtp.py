@@ -81,6 +81,32 @@ class _ClosedAfterHandshake(smtplib.SMTPServerDisconnected):
     """
 
 
+def _data(smtp: smtplib.SMTP, message: bytes) -> tuple[int, bytes]:
+    r"""``smtp.data(message)`` for bytes: the same exchange and the same bytes, dot-stuffed faster.
+
+    smtplib doubles a dot that starts a line with ``re.sub(br'(?m)^\.', b'..', message)``, a
+    regular expression tried at every byte of a message of hundreds of kilobytes (about 3 ms
+    for 400 KB); ``bytes.replace`` gives the same bytes in a few hundredths of that.
+
+    Raises:
+        smtplib.SMTPDataError: the server did not answer DATA with 354.
+    """
+    smtp.putcmd("data")
+    code, reply = smtp.getreply()
+    if code != 354:
+        raise smtplib.SMTPDataError(code, reply)
+    smtp.send(_dot_stuffed(message))
+    return smtp.getreply()
+
+
+def _dot_stuffed(message: bytes) -> bytes:
+    """What SMTP DATA carries for ``message`` (RFC 5321 §4.5.2): leading dots doubled, then CRLF.CRLF."""
+    stuffed = message.replace(b"\n.", b"\n..")
+    if stuffed[:1] == b".":
+        stuffed = b"." + stuffed
+    return stuffed + (b".\r\n" if stuffed[-2:] == b"\r\n" else b"\r\n.\r\n")
+
+
 def _text(reply: bytes | str) -> str:
     text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
     return " ".join(text.split())
@@ -297,7 +323,7 @@ class SmtpSender(Sender):
                 rcpt_options.append("NOTIFY=SUCCESS,FAILURE")
             self._expect(smtp.mail(self.sender_address, mail_options), (250,), "MAIL FROM")
             self._expect(smtp.rcpt(recipient, rcpt_options), (250, 251), "RCPT TO")
-            code, reply = smtp.data(raw)
+            code, reply = _data(smtp, raw)
             self._expect((code, reply), (250,), "DATA")
             self._idle_since = time.monotonic()
         except (PermanentSendError, TransientSendError):
