@@ -438,6 +438,17 @@ def test_reading_a_message_gives_python_hl7s_tree(change: Callable[[str], str]) 
     assert _shape(_parse(text)) == _shape(hl7.parse(text))
 
 
+def test_a_resend_after_clearing_is_not_a_duplicate(simulator: MllpSimulator) -> None:
+    sender = sender_for(simulator.host, simulator.port)
+    sender.send(make_job())
+    simulator.clear()
+    sender.send(make_job(attempt=2))
+    simulator.messages.clear()  # changed from outside: the index of control ids follows
+    sender.send(make_job(attempt=3))
+    sender.send(make_job(attempt=4))
+    assert [m.duplicate for m in simulator.messages] == [False, True]
+
+
 def test_messages_in_pieces_and_in_a_row_are_each_answered(simulator: MllpSimulator) -> None:
     first, second = make_job(), make_job("03-ecbu")
     framed = frame(oru(first).encode())

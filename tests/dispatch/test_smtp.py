@@ -18,18 +18,21 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.handlers import Sink
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from conftest import ROOT
 from crbio.dispatch.delivery import Action, Channel, Delivery, Job, Recipient, RecipientKind
 from crbio.dispatch.header import read_header
 from crbio.dispatch.mssante import pdf_file_name
 from crbio.dispatch.senders.base import SenderContext, load_sender
-from crbio.dispatch.senders.smtp import SmtpSender
+from crbio.dispatch.senders.smtp import SmtpSender, _data, _dot_stuffed
 from crbio.errors import ConfigurationError, PermanentSendError, TransientSendError
 from crbio.simulators.base import Fault, FaultPlan
 from crbio.simulators.pki import TestPki as Pki
 from crbio.simulators.pki import issue_certificate, make_test_pki
-from crbio.simulators.smtp import SmtpSimulator
+from crbio.simulators.smtp import SmtpSimulator, _may_hold_a_line_of
 
 OUTPUT = ROOT / "samples" / "output"
 SENDER = "laboratoire@labo-charmes.mssante.fr"
@@ -429,6 +432,58 @@ def test_the_simulator_reads_data_as_rfc_5321_says(pki: Pki, tmp_path: Path) -> 
     assert first.message_id == "dots@y" and first.headers["Subject"] == "dots"
     assert empty.raw == b"Message-ID: <empty@y>\r\n" and empty.message_id == "empty@y"
     assert fits.raw.endswith(b"z" * 999 + b"\r\n")
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([b".", b"\r", b"\n", b"\r\n", b"a", b".."]), max_size=12))
+def test_the_sender_stuffs_dots_as_smtplib_does(pieces: list[bytes]) -> None:
+    message = b"".join(pieces)
+    # smtplib.SMTP.data, for bytes: _quote_periods, CRLF-terminated, then "." CRLF.
+    expected = smtplib._quote_periods(message)  # type: ignore[attr-defined]
+    expected += (b"" if expected[-2:] == b"\r\n" else b"\r\n") + b".\r\n"
+    assert _dot_stuffed(message) == expected
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        b".\r\n" * 1500 + b"a.b\n.c",
+        b"x.y\r\n" * 1500 + b".end",
+        b"a" * 100_000 + b"\r\n.\r\n" + b"b" * 100_000,
+        b"",
+    ],
+)
+def test_the_sender_stuffs_dots_as_smtplib_does_in_long_messages(message: bytes) -> None:
+    expected = smtplib._quote_periods(message)  # type: ignore[attr-defined]
+    expected += (b"" if expected[-2:] == b"\r\n" else b"\r\n") + b".\r\n"
+    assert _dot_stuffed(message) == expected
+
+
+@hypothesis_settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"a", b"aaaaa"]), max_size=30),
+    st.integers(min_value=0, max_value=14),
+)
+def test_the_simulator_never_misses_a_long_line(pieces: list[bytes], length: int) -> None:
+    # The quick look may say "maybe" for nothing, never "no" for a line that is there.
+    data = b"\r\n" + b"".join(pieces)
+    if max(map(len, data.split(b"\r\n"))) >= length:
+        assert _may_hold_a_line_of(data, length)
+
+
+def test_a_message_whose_lines_start_with_dots_arrives_intact(pki: Pki) -> None:
+    body = b"".join(b".line %d starts with a dot\r\n..two dots\r\n.\r\nplain\r\n" % n for n in range(500))
+    message = b"Subject: dots\r\nMessage-ID: <dots@y>\r\n\r\n" + body + b"."
+    with SmtpSimulator(pki) as sim:
+        with _client(pki, sim) as client:
+            assert client.mail(SENDER, ["SIZE=10"])[0] == 250
+            assert client.rcpt(DOCTOR, ["NOTIFY=SUCCESS"])[0] == 250
+            assert _data(client, message)[0] == 250
+            assert client.mail(SENDER, [])[0] == 250 and client.rcpt(DOCTOR, [])[0] == 250
+            assert _data(client, b".\r\n")[0] == 250  # a message that is one dot
+        first, dot = sim.messages
+    assert first.raw == message + b"\r\n" and dot.raw == b".\r\n"
+    assert first.mail_options == ("SIZE=10",) and first.rcpt_options == ("NOTIFY=SUCCESS",)
 
 
 # -- configuration --------------------------------------------------------------------------------

@@ -80,6 +80,14 @@ class FaultPlan:
 
     def draw(self) -> Fault | None:
         """The fault for the request being answered, if any (LATENCY sleeps here and returns None)."""
+        fault = self.draw_nowait()
+        if fault is Fault.LATENCY:
+            time.sleep(self.latency)
+            return None
+        return fault
+
+    def draw_nowait(self) -> Fault | None:
+        """As :meth:`draw`, but LATENCY is returned instead of slept (for an event loop to await)."""
         with self._lock:
             if self._queued:
                 fault: Fault | None = self._queued.pop(0)
@@ -89,9 +97,6 @@ class FaultPlan:
                 fault = None
             if fault is not None:
                 self.injected.append(fault)
-        if fault is Fault.LATENCY:
-            time.sleep(self.latency)
-            return None
         return fault
 
 

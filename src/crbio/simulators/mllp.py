@@ -436,6 +436,10 @@ class MllpSimulator:
         self.idle_timeout = idle_timeout
         self.messages: list[ReceivedMessage] = []
         self.refused: list[RefusedMessage] = []
+        # The control ids of self.messages, so that a resend is found without a scan; rebuilt if
+        # the list was changed from outside (its length is not the one last indexed).
+        self._control_ids: set[str] = set()
+        self._indexed = 0
         self._lock = threading.Lock()
         self._server: LocalServer | None = None
 
@@ -489,6 +493,8 @@ class MllpSimulator:
         with self._lock:
             self.messages.clear()
             self.refused.clear()
+            self._control_ids.clear()
+            self._indexed = 0
 
     def __enter__(self) -> MllpSimulator:
         return self.start()
@@ -527,7 +533,9 @@ class MllpSimulator:
         except _Problem as problem:
             return self._refuse(text, msh, control_id, "AR", problem, received_at)
         with self._lock:
-            duplicate = any(m.control_id == checked.control_id for m in self.messages)
+            if len(self.messages) != self._indexed:
+                self._control_ids = {m.control_id for m in self.messages}
+            duplicate = checked.control_id in self._control_ids
             message = ReceivedMessage(
                 raw=text,
                 parsed=parsed,
@@ -544,6 +552,8 @@ class MllpSimulator:
                 client_certificate=certificate,
             )
             self.messages.append(message)
+            self._control_ids.add(message.control_id)
+            self._indexed = len(self.messages)
         if not duplicate:
             self._store(message)
         logger.info(

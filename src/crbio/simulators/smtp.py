@@ -45,10 +45,11 @@ from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.header import Header
+from email.headerregistry import HeaderRegistry
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 from email.utils import format_datetime, parseaddr
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -124,6 +125,40 @@ class ReceivedMessage:
         return found
 
 
+class _HeaderRegistry(HeaderRegistry):
+    """The email package's header factory, with the class it builds for each header name kept.
+
+    ``HeaderRegistry`` creates a new class (``type(...)``) for every header it is asked for,
+    which costs more than parsing the header; the class depends only on the name.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._classes: dict[str, type] = {}
+
+    def __getitem__(self, name: str) -> type:
+        key = name.lower()
+        found = self._classes.get(key)
+        if found is None:
+            found = self._classes[key] = super().__getitem__(name)
+        return found
+
+
+# email.policy.default, with the header classes kept (see _HeaderRegistry).
+_HEADER_POLICY = email.policy.default.clone(header_factory=_HeaderRegistry())
+
+
+@lru_cache(maxsize=64)
+def _certificate(der: bytes) -> x509.Certificate:
+    # The same few client certificates on every transaction: loaded once each.
+    return x509.load_der_x509_certificate(der)
+
+
+@lru_cache(maxsize=64)
+def _subject(certificate: x509.Certificate) -> str:
+    return certificate.subject.rfc4514_string()
+
+
 def _take_dsn(arg: str, names: set[str]) -> tuple[str, list[str]] | None:
     """Split DSN parameters off a MAIL/RCPT argument; None when one is malformed (RFC 3461)."""
     words = arg.split(" ")
@@ -151,6 +186,21 @@ def _take_dsn(arg: str, names: set[str]) -> tuple[str, list[str]] | None:
             return None
         taken.append(f"{upper}={value}")
     return " ".join(kept), taken
+
+
+def _may_hold_a_line_of(data: bytes | bytearray, length: int) -> bool:
+    """False when no line of ``data`` (the bytes between two CRLF) is ``length`` bytes or longer.
+
+    True when one may be, and then the lines are measured one by one. A line of ``length``
+    bytes or more covers a whole window ``[k * step, (k + 1) * step)`` with ``step = length // 2``
+    in which no CRLF starts: looking for a CRLF in each window (a few hundred bounded searches
+    for a message of hundreds of kilobytes) costs much less than splitting it into its lines.
+    """
+    step = length // 2
+    if step < 1:
+        return True
+    find = data.find
+    return any(find(b"\r\n", start, start + step + 1) < 0 for start in range(0, len(data) - step + 1, step))
 
 
 def _abort(transport: asyncio.BaseTransport | None) -> None:
@@ -191,7 +241,7 @@ class _Server(SMTP):
         if ssl_object is None:
             return None
         der = ssl_object.getpeercert(binary_form=True)
-        return x509.load_der_x509_certificate(der) if der else None
+        return _certificate(der) if der else None
 
     async def smtp_MAIL(self, arg: str | None) -> None:  # noqa: D102 - aiosmtpd command
         assert self.session is not None and self.envelope is not None
@@ -206,7 +256,13 @@ class _Server(SMTP):
                     await self.push("501 5.5.4 Invalid DSN parameter")
                     return
                 arg, self.pending_dsn = split
-            self.fault = await self.loop.run_in_executor(None, self.simulator.faults.draw)
+            # Drawn here, in the event loop (a thread hop per transaction costs more than the
+            # draw); a LATENCY fault is awaited rather than slept in a worker thread.
+            plan = self.simulator.faults
+            self.fault = plan.draw_nowait()
+            if self.fault is Fault.LATENCY:
+                await asyncio.sleep(plan.latency)
+                self.fault = None
             if self.fault is Fault.SERVER_ERROR:
                 await self.push("421 4.3.2 Service not available, closing transmission channel")
                 assert self.transport is not None
@@ -284,6 +340,8 @@ class _Server(SMTP):
 
     def _line_too_long(self, received: bytearray) -> str:
         """The reply aiosmtpd gives to a line longer than ``line_length_limit`` (CRLF included), or ""."""
+        if not _may_hold_a_line_of(received, self.line_length_limit - 1):
+            return ""
         longest = max(map(len, received.split(b"\r\n")), default=0)
         return "500 Line too long (see RFC5321 4.5.3.1.6)" if longest + 2 > self.line_length_limit else ""
 
@@ -348,7 +406,7 @@ class _Handler:
             mail_options=tuple(envelope.mail_options),
             rcpt_options=tuple(envelope.rcpt_options),
             raw=bytes(envelope.original_content or b""),
-            client_certificate=certificate.subject.rfc4514_string() if certificate is not None else None,
+            client_certificate=_subject(certificate) if certificate is not None else None,
             authenticated_as=auth.login.decode("utf-8", "replace")
             if isinstance(auth, LoginPassword)
             else None,
@@ -528,9 +586,7 @@ class SmtpSimulator:
         raw: bytes = fields["raw"]
         # Headers only: parsing megabytes of attachments in Python is the client's cost to bear.
         end = raw.find(b"\r\n\r\n")
-        headers = BytesHeaderParser(policy=email.policy.default).parsebytes(
-            raw if end < 0 else raw[: end + 4]
-        )
+        headers = BytesHeaderParser(policy=_HEADER_POLICY).parsebytes(raw if end < 0 else raw[: end + 4])
         message_id = str(headers.get("Message-ID", "")).strip().strip("<>")
         now = datetime.now(UTC)
         with self._lock:
@@ -604,6 +660,12 @@ class SmtpSimulator:
             self._seen.clear()
 
 
+@lru_cache(maxsize=256)
+def _encoded_subject(subject: str) -> str:
+    """``Header(subject, "utf-8")`` encoded: a pure function of the few subjects a run sees, remembered."""
+    return Header(subject, "utf-8").encode(linesep="\r\n")
+
+
 def _original_headers(raw: bytes) -> bytes:
     end = raw.find(b"\r\n\r\n")
     return raw if end < 0 else raw[: end + 2]
@@ -614,7 +676,7 @@ def _report_message(
 ) -> bytes:
     """A multipart/report (RFC 6522) written out by hand, CRLF line ends."""
     boundary = f"=_report_{uuid.uuid4().hex}"
-    encoded_subject = Header(subject, "utf-8").encode(linesep="\r\n")
+    encoded_subject = _encoded_subject(subject)
     head = (
         f"From: {sender}\r\n"
         f"To: <{to}>\r\n"
