@@ -622,3 +622,14 @@ def test_configuration_defaults(pki: Pki) -> None:
     assert secured.tls is not None and secured.processing_id == "T"
     with pytest.raises(ConfigurationError, match="client_key"):
         MllpSender.from_config({**BASE, "tls": True, "client_cert": str(pki.auth_cert)}, CONTEXT)
+
+
+def test_a_simulator_keeping_few_messages_still_knows_every_resend(tmp_path: Path) -> None:
+    with MllpSimulator(store_dir=tmp_path / "received", retain=1) as sim:
+        sender = sender_for(sim.host, sim.port)
+        sender.send(make_job())
+        sender.send(make_job("03-ecbu"))
+        sender.send(make_job(attempt=2))  # the first one again: the simulator forgot it, not its id
+        (kept,) = sim.messages
+    assert kept.duplicate and kept.control_id == make_job().control_id
+    assert len(list((tmp_path / "received").glob("*.hl7"))) == 2

@@ -546,3 +546,16 @@ def test_defaults_and_password_from_the_environment(
     assert (implicit.port, implicit.implicit_tls) == (465, True)
     assert authed.username == "labo" and "s3cret" not in repr(vars(authed).get("username"))
     assert starttls.tls.verify_mode is ssl.CERT_REQUIRED and starttls.tls.check_hostname
+
+
+def test_a_simulator_keeping_few_messages_still_knows_every_resend(pki: Pki) -> None:
+    def mail(message_id: str) -> bytes:
+        return f"Subject: x\r\nMessage-ID: <{message_id}@y>\r\n\r\nbody\r\n".encode()
+
+    with SmtpSimulator(pki, retain=2) as sim:
+        with _client(pki, sim) as client:
+            for message_id in ("a", "b", "c", "a"):
+                client.sendmail(SENDER, [DOCTOR], mail(message_id))
+        kept = sim.messages
+    assert [(m.message_id, m.duplicate) for m in kept] == [("c@y", False), ("a@y", True)]
+    assert sim.by_message_id("a@y") == [kept[1]] and sim.by_message_id("b@y") == []

@@ -476,13 +476,21 @@ def _table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
         print("(no entries)")
 
 
+#: Messages each simulator of ``crbio simulate`` keeps in memory.
+SIMULATE_RETAIN = 100
+
+
 def _simulate(args: argparse.Namespace) -> int:
     from crbio.simulators.run import Simulation
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with Simulation(args.dir, fault_rate=args.fault_rate, mssante=args.mssante) as simulation:
+    # What the servers receive is written under DIR/received; in memory, the last few suffice
+    # (a vendor's long test run must not grow the process by hundreds of kilobytes a message).
+    with Simulation(
+        args.dir, fault_rate=args.fault_rate, mssante=args.mssante, retain=SIMULATE_RETAIN
+    ) as simulation:
         print(simulation.describe())
         print("Press Ctrl-C to stop.")
         stop.wait()

@@ -410,6 +410,9 @@ class MllpSimulator:
         application: ``MSH-3`` of the acknowledgements when the message's ``MSH-5`` is unreadable.
         facility: ``MSH-4`` likewise.
         idle_timeout: Seconds a connection may stay silent before the simulator closes it.
+        retain: How many accepted and refused messages :attr:`messages` and :attr:`refused`
+            keep in memory, the oldest forgotten first (None: all). Resends are still
+            recognised after that; a long run with a ``store_dir`` needs no more than the last few.
     """
 
     def __init__(
@@ -423,6 +426,7 @@ class MllpSimulator:
         application: str = "PFI-SIMULATEUR",
         facility: str = "CRBIO",
         idle_timeout: float = 10.0,
+        retain: int | None = None,
     ) -> None:
         if tls and pki is None:
             raise ValueError("an MLLP simulator with TLS needs the test PKI")
@@ -434,6 +438,7 @@ class MllpSimulator:
         self.application = application
         self.facility = facility
         self.idle_timeout = idle_timeout
+        self.retain = retain
         self.messages: list[ReceivedMessage] = []
         self.refused: list[RefusedMessage] = []
         # The control ids of self.messages, so that a resend is found without a scan; rebuilt if
@@ -553,6 +558,8 @@ class MllpSimulator:
             )
             self.messages.append(message)
             self._control_ids.add(message.control_id)
+            if self.retain is not None and len(self.messages) > self.retain:
+                del self.messages[: len(self.messages) - self.retain]
             self._indexed = len(self.messages)
         if not duplicate:
             self._store(message)
@@ -574,6 +581,8 @@ class MllpSimulator:
             self.refused.append(
                 RefusedMessage(text, control_id, code, problem.code, str(problem), received_at)
             )
+            if self.retain is not None and len(self.refused) > self.retain:
+                del self.refused[: len(self.refused) - self.retain]
         logger.info("MLLP simulator: %s %s (%s)", code, control_id, problem)
         return self._ack(msh, code, control_id, problem)
 

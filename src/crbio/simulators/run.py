@@ -50,6 +50,8 @@ class Simulation:
         mdn_rate: The share of messages whose recipient sends the read receipt asked for.
         mdn_delay: Seconds before a read receipt arrives in the lab's mailbox.
         poll_seconds: How often ``crbio worker`` reads the lab's mailbox.
+        retain: How many received messages the SMTP and MLLP simulators keep in memory (None:
+            all, for tests that inspect them); everything is written under ``received/`` anyway.
     """
 
     def __init__(
@@ -66,6 +68,7 @@ class Simulation:
         mdn_rate: float = 1.0,
         mdn_delay: float = 0.0,
         poll_seconds: float = 2.0,
+        retain: int | None = None,
     ) -> None:
         try:
             from crbio.simulators.smtp import SmtpSimulator
@@ -109,6 +112,7 @@ class Simulation:
             mdn_rate=mdn_rate,
             mdn_delay=mdn_delay,
             seed=None if seed is None else seed + 6,
+            retain=retain,
         )
         self.operator_secret = "simulation-secret"
         self.operator = OperatorApiSimulator(
@@ -118,7 +122,9 @@ class Simulation:
             faults=faults(3),
             store_dir=received / "mssante-api",
         )
-        self.mllp = MllpSimulator(pki=self.pki, tls=True, faults=faults(4), store_dir=received / "hl7v2")
+        self.mllp = MllpSimulator(
+            pki=self.pki, tls=True, faults=faults(4), store_dir=received / "hl7v2", retain=retain
+        )
         self.config_path = self.directory / "crbio.toml"
         self._started = False
 

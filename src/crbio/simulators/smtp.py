@@ -462,6 +462,9 @@ class SmtpSimulator:
         mdn_delay: Seconds between accepting a message and its read receipt arriving.
         seed: Seed of the ``mdn_rate`` draws, for repeatable runs.
         max_message_bytes: The largest message accepted (``552`` beyond; 25 MB by default).
+        retain: How many accepted messages :attr:`messages` keeps in memory, the oldest
+            forgotten first (None: all). Duplicates are still recognised after that; a long
+            run with a ``store_dir`` needs no more than the last few.
     """
 
     def __init__(
@@ -480,8 +483,10 @@ class SmtpSimulator:
         mdn_delay: float = 0.0,
         seed: int | None = None,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
+        retain: int | None = None,
     ) -> None:
         self.pki = pki
+        self.retain = retain
         self.max_message_bytes = max_message_bytes
         self.faults = faults if faults is not None else FaultPlan()
         self.store_dir = Path(store_dir) if store_dir is not None else None
@@ -497,7 +502,8 @@ class SmtpSimulator:
         self.host = "127.0.0.1"
         self._lock = threading.Lock()
         self._messages: list[ReceivedMessage] = []
-        self._seen: dict[str, list[ReceivedMessage]] = {}
+        self._seen: dict[str, list[ReceivedMessage]] = {}  # the retained messages by Message-ID
+        self._seen_ids: set[str] = set()  # every Message-ID accepted, for duplicates
         self._connections: set[_Server] = set()
         self._queue_ids = itertools.count(1)
         self._controller: _Controller | None = None
@@ -596,12 +602,15 @@ class SmtpSimulator:
                 message_id=message_id,
                 queue_id=queue_id,
                 received_at=now,
-                duplicate=bool(message_id) and message_id in self._seen,
+                duplicate=bool(message_id) and message_id in self._seen_ids,
                 **fields,
             )
             self._messages.append(received)
             if message_id:
                 self._seen.setdefault(message_id, []).append(received)
+                self._seen_ids.add(message_id)
+            while self.retain is not None and len(self._messages) > self.retain:
+                self._forget(self._messages.pop(0))
         if self.store_dir is not None:
             stem = self.store_dir / f"{now:%Y%m%dT%H%M%S%f}-{queue_id}"
             stem.with_suffix(".eml").write_bytes(raw)
@@ -642,9 +651,16 @@ class SmtpSimulator:
                 if chosen:
                     mailbox.append(_read_receipt(received, recipient, reader), delay=self.mdn_delay)
 
+    def _forget(self, message: ReceivedMessage) -> None:
+        same = self._seen.get(message.message_id)
+        if same:
+            same.remove(message)
+            if not same:
+                del self._seen[message.message_id]
+
     @property
     def messages(self) -> list[ReceivedMessage]:
-        """Every accepted message, in order (duplicates included, and marked)."""
+        """Every accepted message (the last ``retain`` ones), in order (duplicates included, and marked)."""
         with self._lock:
             return list(self._messages)
 
@@ -658,6 +674,7 @@ class SmtpSimulator:
         with self._lock:
             self._messages.clear()
             self._seen.clear()
+            self._seen_ids.clear()
 
 
 @lru_cache(maxsize=256)
