@@ -1492,3 +1492,23 @@ def test_a_known_chain_is_verified_again_outside_its_validity_and_when_forgotten
     assert trusted.signing_certificate([other], now) == other
     assert trusted.signing_certificate([sign], now) == sign
     assert trusted.verified_chains == 3
+
+
+def test_a_simulator_keeping_few_documents_in_memory_forgets_none_in_its_registry(
+    pki: Pki, client: httpx.Client, tmp_path: Path
+) -> None:
+    unique_id = cda_facts(BIOCHEMISTRY)["unique_id"]
+    other = BIOCHEMISTRY.replace(
+        f'<id root="{unique_id}"/>'.encode(), f'<id root="{unique_id}.9"/>'.encode(), 1
+    )
+    # Two entries a submission: the document and the submission set's signature (IHE DSG).
+    with XdsSimulator(pki, store_dir=tmp_path / "received", retain=2) as sim:
+        assert submit(client, sim, biochemistry(), pki).status == "Success"
+        assert submit(client, sim, Submission([Entry.of(other)]), pki).status == "Success"
+        again = submit(client, sim, biochemistry(), pki)  # known although its bytes were let go
+        first, second = sim.entry(unique_id), sim.entry(f"{unique_id}.9")
+        assert len(sim.requests) == 2
+    assert again.errors == ["XDSDuplicateUniqueIdInRegistry"]
+    assert first is not None and second is not None
+    assert first.content == b"" and second.content == other
+    assert (tmp_path / "received" / f"{unique_id}.xml").read_bytes() == BIOCHEMISTRY

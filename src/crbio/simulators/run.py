@@ -50,8 +50,8 @@ class Simulation:
         mdn_rate: The share of messages whose recipient sends the read receipt asked for.
         mdn_delay: Seconds before a read receipt arrives in the lab's mailbox.
         poll_seconds: How often ``crbio worker`` reads the lab's mailbox.
-        retain: How many received messages the SMTP and MLLP simulators keep in memory (None:
-            all, for tests that inspect them); everything is written under ``received/`` anyway.
+        retain: How many received messages the XDS.b, SMTP and MLLP simulators keep in memory
+            (None: all, for tests that inspect them); everything is written under ``received/``.
     """
 
     def __init__(
@@ -97,7 +97,11 @@ class Simulation:
             )
 
         self.xds = XdsSimulator(
-            self.pki, faults=faults(1), known_patients=known_patients, store_dir=received / "dmp"
+            self.pki,
+            faults=faults(1),
+            known_patients=known_patients,
+            store_dir=received / "dmp",
+            retain=retain,
         )
         self.imap_password = "simulation-mailbox-secret"
         self.imap = ImapSimulator(

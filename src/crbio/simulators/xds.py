@@ -32,7 +32,7 @@ import socket
 import ssl
 import threading
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
@@ -1426,6 +1426,10 @@ class XdsSimulator:
         store_dir: Where to write each accepted document and its metadata, if anywhere.
         verify_submission_signature: Verify the XAdES signature of the submission set
             (chain and manifest digests), not just its presence.
+        retain: How many requests :attr:`requests` keeps in memory, the oldest forgotten
+            first (None: all). With a ``store_dir``, also how many of the latest entries keep
+            their document in memory: older ones hold ``b""`` as :attr:`XdsEntry.content`, their
+            document being in ``store_dir``. The registry itself forgets nothing.
 
     :attr:`trusted` (a :class:`TrustedChains`) holds the CA, read once, and the signing
     chains already verified; ``trusted.verified_chains`` counts the full verifications.
@@ -1442,8 +1446,10 @@ class XdsSimulator:
         known_patients: Iterable[str] | None = None,
         store_dir: Path | None = None,
         verify_submission_signature: bool = True,
+        retain: int | None = None,
     ) -> None:
         self.pki = pki
+        self.retain = retain
         self.require_client_cert = require_client_cert
         self.faults = faults if faults is not None else FaultPlan()
         self.known_patients: set[str] | None = set(known_patients) if known_patients is not None else None
@@ -1456,6 +1462,7 @@ class XdsSimulator:
         self._by_unique_id: dict[str, str] = {}  # document uniqueId -> entryUUID
         self._submission_sets: set[str] = set()
         self._requests: list[XdsRequest] = []
+        self._with_content: deque[str] = deque()  # entryUUIDs still holding their document
         self._accepted = 0
         self._refused_handshakes = 0
         self._server: LocalServer | None = None
@@ -1552,7 +1559,7 @@ class XdsSimulator:
 
     @property
     def requests(self) -> list[XdsRequest]:
-        """Every request received, in order."""
+        """Every request received (the last ``retain`` ones), in order."""
         with self._lock:
             return list(self._requests)
 
@@ -1578,6 +1585,8 @@ class XdsSimulator:
     def _record(self, request: XdsRequest) -> None:
         with self._lock:
             self._requests.append(request)
+            if self.retain is not None and len(self._requests) > self.retain:
+                del self._requests[: len(self._requests) - self.retain]
         logger.info(
             "%s %s%s",
             request.transaction,
@@ -2000,6 +2009,11 @@ class XdsSimulator:
             self._accepted += 1
             for entry in registered:
                 self._write(entry)
+            if self.retain is not None and self.store_dir is not None:
+                self._with_content.extend(entry.entry_uuid for entry in registered)
+                while len(self._with_content) > self.retain:
+                    stored = self._stored[self._with_content.popleft()]
+                    stored.entry = replace(stored.entry, content=b"")
         logger.info(
             "ITI-41 submission %s registered %s",
             submission_uid,
