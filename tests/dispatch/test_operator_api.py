@@ -651,3 +651,23 @@ timeout = 10
         sender.close()
     assert ack.detail["transaction_id"] == simulator.messages[0].transaction_id
     assert simulator.messages[0].mss_headers["X-MSS-NIL"] == "NIL-0000"
+
+
+def test_a_simulator_keeping_few_messages_still_tracks_and_recognises_older_ones(
+    pki: Pki, tmp_path: Path
+) -> None:
+    with OperatorApiSimulator(
+        pki, client_id="crbio-lab", client_secret="s3cret", store_dir=tmp_path / "store", retain=1
+    ) as sim:
+        sender = OperatorApiSender.from_config(section(sim, pki), CONTEXT)
+        try:
+            first = sender.send(make_job()).detail["transaction_id"]
+            sender.send(make_job("02-hemogramme"))
+            assert [m.transaction_id for m in sim.messages] != [first] and len(sim.messages) == 1
+            assert sim.message(first).attachments == {} and len(sim.requests) == 1
+            sim.set_status(first, "failed")
+            assert sender.tracking(first).status == "failed"
+            assert sender.send(make_job(attempt=2)).detail["transaction_id"] == first  # a replay
+        finally:
+            sender.close()
+    assert (tmp_path / "store" / first / "IHE_XDM.ZIP").is_file()

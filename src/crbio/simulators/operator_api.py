@@ -40,7 +40,7 @@ import threading
 import time
 import uuid
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
@@ -197,6 +197,9 @@ class OperatorApiSimulator:
             the decoded attachments); None keeps them in memory only.
         token_lifetime: ``expires_in`` of the tokens issued, in seconds; a short one makes
             tokens expire during a test.
+        retain: How many of the latest requests and messages :attr:`requests` and
+            :attr:`messages` keep (None: all). Older messages stay known to ``$tracking``, to
+            idempotent replays and to :meth:`message`, without their attachments and resource.
 
     Attributes:
         requests: Every request answered, in order.
@@ -217,8 +220,10 @@ class OperatorApiSimulator:
         faults: FaultPlan | None = None,
         store_dir: str | Path | None = None,
         token_lifetime: float = 3600,
+        retain: int | None = None,
     ) -> None:
         self.pki = pki
+        self.retain = retain
         self.client_id = client_id
         self.client_secret = client_secret
         self.faults = faults or FaultPlan()
@@ -298,6 +303,13 @@ class OperatorApiSimulator:
                 if address is None or recipient == address:
                     message.statuses[recipient] = status
 
+    def _keep_slim(self, message: StoredMessage) -> None:
+        # What tracking and replays need; the statuses dict is the same object, still updated.
+        slim = replace(message, attachments={}, resource={})
+        self._by_transaction[message.transaction_id] = slim
+        if message.idempotency_key and self._by_key.get(message.idempotency_key) is message:
+            self._by_key[message.idempotency_key] = slim
+
     def message(self, transaction_id: str) -> StoredMessage:
         """The message accepted under ``transaction_id``.
 
@@ -358,6 +370,8 @@ class OperatorApiSimulator:
                 self.requests.append(
                     ReceivedRequest(method, path, status, headers, received_at, fault, certificate)
                 )
+                if self.retain is not None and len(self.requests) > self.retain:
+                    del self.requests[: len(self.requests) - self.retain]
 
     @staticmethod
     def _read_body(handler: _Handler) -> bytes:
@@ -479,6 +493,10 @@ class OperatorApiSimulator:
                 self._by_key[key] = message
             self._by_transaction[message.transaction_id] = message
             self.messages.append(message)
+            if self.retain is not None and len(self.messages) > self.retain:
+                for old in self.messages[: len(self.messages) - self.retain]:
+                    self._keep_slim(old)
+                del self.messages[: len(self.messages) - self.retain]
         self._store(message)
         return 201, self._created(message), {"Location": self._tracking_url(message.transaction_id)}
 

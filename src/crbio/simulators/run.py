@@ -50,8 +50,8 @@ class Simulation:
         mdn_rate: The share of messages whose recipient sends the read receipt asked for.
         mdn_delay: Seconds before a read receipt arrives in the lab's mailbox.
         poll_seconds: How often ``crbio worker`` reads the lab's mailbox.
-        retain: How many received messages the XDS.b, SMTP and MLLP simulators keep in memory
-            (None: all, for tests that inspect them); everything is written under ``received/``.
+        retain: How many received messages each simulator keeps in memory (None: all, for
+            tests that inspect them); everything is written under ``received/`` anyway.
     """
 
     def __init__(
@@ -125,6 +125,7 @@ class Simulation:
             client_secret=self.operator_secret,
             faults=faults(3),
             store_dir=received / "mssante-api",
+            retain=retain,
         )
         self.mllp = MllpSimulator(
             pki=self.pki, tls=True, faults=faults(4), store_dir=received / "hl7v2", retain=retain
