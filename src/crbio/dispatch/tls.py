@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509 import Certificate
 
+from crbio.dispatch.senders._shared import shared
 from crbio.dispatch.senders.base import SenderContext
 from crbio.errors import ConfigurationError
 
@@ -172,8 +173,6 @@ def client_credential(
         )
     else:
         return None
-    from crbio.dispatch.senders._shared import shared
-
     settings = {key: value for key, value in section.items() if key.startswith(f"{prefix}_")}
     credential = shared(
         f"credential:{prefix}", settings, context, lambda: _read_credential(section, prefix, context, where)
