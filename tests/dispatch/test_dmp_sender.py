@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from crbio.dispatch.xds.metadata import NS, entry_uuid, submission_ids
 from crbio.dispatch.xds.response import RegistryResult, registry_result
 from crbio.dispatch.xds.soap import parse_message
 from crbio.errors import ConfigurationError, PermanentSendError, TransientSendError
+from crbio.simulators.base import LocalServer
 from crbio.simulators.pki import TestPki as Pki
 from crbio.simulators.pki import make_test_pki
 
@@ -190,22 +191,7 @@ class FakeDmp:
         tls.verify_mode = ssl.CERT_REQUIRED
         owner = self
 
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-
-            def get_request(self) -> tuple[socket.socket, Any]:
-                sock, address = super().get_request()
-                # The handshake happens in the handler thread, so a refused client cannot block.
-                return tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), address
-
-            def handle_error(self, request: Any, client_address: Any) -> None:
-                pass  # refused handshakes and dropped connections are part of the tests
-
         class Handler(BaseHTTPRequestHandler):
-            def setup(self) -> None:
-                self.request.do_handshake()
-                super().setup()
-
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
@@ -230,19 +216,19 @@ class FakeDmp:
                 self.end_headers()
                 self.wfile.write(answer.body)
 
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
+        # The handshake runs in each connection's thread, so a refused client cannot block.
+        self.server = LocalServer(
+            self, lambda sock, address: Handler(sock, address, self.server), name="fake-dmp", tls=tls
+        )
+        self.server.start()
 
     @property
     def url(self) -> str:
-        return f"https://127.0.0.1:{self.server.server_address[1]}/si-dmp-server/v2/services"
+        return f"https://127.0.0.1:{self.server.port}/si-dmp-server/v2/services"
 
     def close(self) -> None:
         self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join()
+        self.server.stop()
 
     def check(self, path: str, content_type: str, body: bytes, connection: ssl.SSLSocket) -> Received:
         """Parse the request with the stdlib ``email`` package and check what every request must hold."""

@@ -23,11 +23,10 @@ import codecs
 import io
 import re
 import ssl
-import threading
 import tomllib
 import zipfile
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +49,7 @@ from crbio.input.hl7v2 import OruDefaults
 from crbio.merge import merge_subcontracted
 from crbio.presentation import render_html
 from crbio.simulators import operator_api, xds
+from crbio.simulators.base import LocalServer
 from crbio.simulators.pki import TestPki as Pki
 from crbio.simulators.pki import make_test_pki
 from crbio.validation.validate import validate_document
@@ -89,19 +89,17 @@ class Attacker:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
+        self.server = LocalServer(
+            self, lambda sock, address: Handler(sock, address, self.server), name="attacker"
+        )
+        self.server.start()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return f"http://127.0.0.1:{self.server.port}"
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join()
+        self.server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -618,28 +616,17 @@ class HostileDmp:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-
-            def get_request(self) -> tuple[Any, Any]:
-                sock, address = super().get_request()
-                return tls.wrap_socket(sock, server_side=True), address
-
-            def handle_error(self, request: Any, client_address: Any) -> None:
-                pass
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
+        self.server = LocalServer(
+            self, lambda sock, address: Handler(sock, address, self.server), name="hostile-dmp", tls=tls
+        )
+        self.server.start()
 
     @property
     def url(self) -> str:
-        return f"https://127.0.0.1:{self.server.server_address[1]}/si-dmp-server/v2/services"
+        return f"https://127.0.0.1:{self.server.port}/si-dmp-server/v2/services"
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join()
+        self.server.stop()
 
 
 @pytest.fixture(scope="module")
