@@ -11,13 +11,11 @@ import email
 import email.policy
 import hashlib
 import json
-import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +32,7 @@ from crbio.dispatch.xds.metadata import NS, entry_uuid, submission_ids
 from crbio.dispatch.xds.response import RegistryResult, registry_result
 from crbio.dispatch.xds.soap import parse_message
 from crbio.errors import ConfigurationError, PermanentSendError, TransientSendError
-from crbio.simulators.base import LocalServer
+from crbio.simulators.base import HttpHandler, LocalServer
 from crbio.simulators.pki import TestPki as Pki
 from crbio.simulators.pki import make_test_pki
 
@@ -191,10 +189,7 @@ class FakeDmp:
         tls.verify_mode = ssl.CERT_REQUIRED
         owner = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
+        class Handler(HttpHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 try:
@@ -206,20 +201,13 @@ class FakeDmp:
                 owner.requests.append(received)
                 responder = owner.script.pop(0) if owner.script else (lambda r: registry_response())
                 answer = responder(received)
-                if answer is None:  # drop the connection without a word
-                    self.close_connection = True
-                    self.request.shutdown(socket.SHUT_RDWR)
+                if answer is None:
+                    self.drop()
                     return
-                self.send_response(answer.status)
-                self.send_header("Content-Type", answer.content_type)
-                self.send_header("Content-Length", str(len(answer.body)))
-                self.end_headers()
-                self.wfile.write(answer.body)
+                self.send_body(answer.status, answer.content_type, answer.body)
 
         # The handshake runs in each connection's thread, so a refused client cannot block.
-        self.server = LocalServer(
-            self, lambda sock, address: Handler(sock, address, self.server), name="fake-dmp", tls=tls
-        )
+        self.server = LocalServer.http(self, Handler, name="fake-dmp", tls=tls)
         self.server.start()
 
     @property

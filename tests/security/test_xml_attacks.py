@@ -26,7 +26,6 @@ import ssl
 import tomllib
 import zipfile
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +48,7 @@ from crbio.input.hl7v2 import OruDefaults
 from crbio.merge import merge_subcontracted
 from crbio.presentation import render_html
 from crbio.simulators import operator_api, xds
-from crbio.simulators.base import LocalServer
+from crbio.simulators.base import HttpHandler, LocalServer
 from crbio.simulators.pki import TestPki as Pki
 from crbio.simulators.pki import make_test_pki
 from crbio.validation.validate import validate_document
@@ -74,24 +73,14 @@ class Attacker:
         self.requests: list[str] = []
         owner = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(HttpHandler):
             def do_GET(self) -> None:
                 owner.requests.append(self.path)
-                body = f'<!ENTITY leak "{MARKER}">'.encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/xml-dtd")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self.send_body(200, "application/xml-dtd", f'<!ENTITY leak "{MARKER}">'.encode())
 
             do_POST = do_GET
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = LocalServer(
-            self, lambda sock, address: Handler(sock, address, self.server), name="attacker"
-        )
+        self.server = LocalServer.http(self, Handler, name="attacker")
         self.server.start()
 
     @property
@@ -602,23 +591,13 @@ class HostileDmp:
         tls.load_cert_chain(pki.server_cert, pki.server_key)
         owner = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(HttpHandler):
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers["Content-Length"]))
                 owner.posts += 1
-                status, content_type, body = owner.answer
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self.send_body(*owner.answer)
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = LocalServer(
-            self, lambda sock, address: Handler(sock, address, self.server), name="hostile-dmp", tls=tls
-        )
+        self.server = LocalServer.http(self, Handler, name="hostile-dmp", tls=tls)
         self.server.start()
 
     @property

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -150,6 +151,32 @@ class LocalServer(socketserver.ThreadingTCPServer):
         self._thread: threading.Thread | None = None
         super().__init__(("127.0.0.1", 0), socketserver.BaseRequestHandler)
 
+    @classmethod
+    def http(
+        cls,
+        simulator: Any,
+        handler: type[BaseHTTPRequestHandler],
+        *,
+        name: str,
+        tls: ssl.SSLContext | None = None,
+        handshake_timeout: float = 10.0,
+        on_handshake_error: Callable[[BaseException], None] | None = None,
+    ) -> LocalServer:
+        """A server that answers HTTP on each connection with ``handler`` (see :class:`HttpHandler`)."""
+
+        def serve(connection: socket.socket, client_address: Any) -> None:
+            handler(connection, client_address, server)
+
+        server = cls(
+            simulator,
+            serve,
+            name=name,
+            tls=tls,
+            handshake_timeout=handshake_timeout,
+            on_handshake_error=on_handshake_error,
+        )
+        return server
+
     @property
     def port(self) -> int:
         """The port the system chose."""
@@ -225,3 +252,27 @@ class LocalServer(socketserver.ThreadingTCPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Log a serving error with its traceback (test servers: never patient data in there)."""
         logger.exception("%s: error while serving a connection", self.name)
+
+
+class HttpHandler(BaseHTTPRequestHandler):
+    """An HTTP request handler for :meth:`LocalServer.http`: quiet, sends whole bodies, can hang up."""
+
+    server: LocalServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server's signature)
+        logger.debug("%s: %s %s", self.server.name, self.address_string(), format % args)
+
+    def send_body(self, status: int, content_type: str, body: bytes) -> None:
+        """Answer ``status`` with ``body`` and its length."""
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self.wfile.flush()
+
+    def drop(self) -> None:
+        """Close the connection without a word, like a crashed server."""
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(self.connection, socket.SHUT_RDWR)

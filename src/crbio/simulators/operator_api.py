@@ -43,7 +43,6 @@ import zipfile
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
@@ -51,7 +50,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from crbio._xml import parse_xml
 from crbio.errors import InputError
-from crbio.simulators.base import Fault, FaultPlan, LocalServer, server_tls_context
+from crbio.simulators.base import Fault, FaultPlan, HttpHandler, LocalServer, server_tls_context
 from crbio.simulators.pki import TestPki
 
 __all__ = ["OperatorApiSimulator", "ReceivedRequest", "StoredMessage", "TRACKING_EXTENSION"]
@@ -154,14 +153,10 @@ def operation_outcome(code: str, diagnostics: str, severity: str = "error") -> d
     }
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(HttpHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as httpx expects
     timeout = 60
-    server: LocalServer
     server_version = "crbio-operator-simulator"
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
-        logger.debug("operator API simulator: " + format, *args)
 
     def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
         self.server.simulator._answer(self, "POST")
@@ -260,7 +255,7 @@ class OperatorApiSimulator:
         """Listen on 127.0.0.1 (a free port) and serve in a background thread."""
         if self._server is not None:
             return self
-        server = LocalServer(self, self._serve, name="operator-api-simulator", tls=self.tls)
+        server = LocalServer.http(self, _Handler, name="operator-api-simulator", tls=self.tls)
         self.port = server.port
         self._server = server
         server.start()
@@ -271,10 +266,6 @@ class OperatorApiSimulator:
         server, self._server = self._server, None
         if server is not None:
             server.stop()
-
-    def _serve(self, connection: socket.socket, client_address: Any) -> None:
-        assert self._server is not None
-        _Handler(connection, client_address, self._server)
 
     def __enter__(self) -> OperatorApiSimulator:
         return self.start()

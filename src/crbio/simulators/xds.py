@@ -22,13 +22,11 @@ is kept for the tests: :attr:`XdsSimulator.entries`, :attr:`XdsSimulator.request
 from __future__ import annotations
 
 import base64
-import contextlib
 import copy
 import hashlib
 import json
 import logging
 import re
-import socket
 import ssl
 import threading
 import uuid
@@ -39,7 +37,6 @@ from datetime import UTC, datetime, timedelta
 from email.message import Message
 from email.parser import BytesHeaderParser
 from functools import cache
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
@@ -56,7 +53,7 @@ from signxml.verifier import SignatureConfiguration, XMLVerifier
 from crbio._xml import parse_xml
 from crbio.errors import InputError
 from crbio.identifiers import INS_OIDS, check_ins_matricule, check_oid
-from crbio.simulators.base import Fault, FaultPlan, LocalServer, server_tls_context
+from crbio.simulators.base import Fault, FaultPlan, HttpHandler, LocalServer, server_tls_context
 from crbio.simulators.pki import TestPki
 
 __all__ = [
@@ -1361,31 +1358,13 @@ _FIND_PARAMETERS = {
 # =============================================================================================
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(HttpHandler):
     protocol_version = "HTTP/1.1"
     server_version = "crbio-xds-simulator"
     timeout = _IDLE_TIMEOUT
-    server: LocalServer
 
     def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
         self.server.simulator._handle_post(self)
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server's signature)
-        logger.debug("%s %s", self.address_string(), format % args)
-
-    def send_body(self, status: int, content_type: str, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-        self.wfile.flush()
-
-    def drop(self) -> None:
-        """Close the connection without a word, like a crashed server."""
-        self.close_connection = True
-        with contextlib.suppress(OSError):
-            socket.socket.shutdown(self.connection, socket.SHUT_RDWR)
 
 
 def _read_body(handler: _Handler) -> bytes:
@@ -1478,9 +1457,9 @@ class XdsSimulator:
         )
         if self.store_dir is not None:
             self.store_dir.mkdir(parents=True, exist_ok=True)
-        self._server = LocalServer(
+        self._server = LocalServer.http(
             self,
-            self._serve_connection,
+            _Handler,
             name="xds-simulator",
             tls=tls,
             handshake_timeout=_HANDSHAKE_TIMEOUT,
@@ -1495,10 +1474,6 @@ class XdsSimulator:
         server, self._server = self._server, None
         if server is not None:
             server.stop()
-
-    def _serve_connection(self, connection: socket.socket, client_address: Any) -> None:
-        assert self._server is not None
-        _Handler(connection, client_address, self._server)
 
     def __enter__(self) -> XdsSimulator:
         return self.start()
