@@ -571,6 +571,22 @@ def _dumps(report: Any, ensure_ascii: bool) -> str:
     return json.dumps(report, ensure_ascii=ensure_ascii, default=_json_default)
 
 
+_BYTE_DAMAGE = ("truncate", "insert", "flip")
+
+
+def _damaged(draw: st.DrawFn, data: bytes, damage: str) -> bytes:
+    """``data`` cut short, with a few random bytes inserted, or with one bit flipped."""
+    if damage == "truncate":
+        return data[: draw(st.integers(0, len(data)))]
+    if damage == "insert":
+        at = draw(st.integers(0, len(data)))
+        return data[:at] + draw(st.binary(min_size=1, max_size=16)) + data[at:]
+    if not data:
+        return data
+    at = draw(st.integers(0, len(data) - 1))
+    return data[:at] + bytes([data[at] ^ (1 << draw(st.integers(0, 7)))]) + data[at + 1 :]
+
+
 @st.composite
 def report_bytes(draw: st.DrawFn) -> tuple[bytes, Secrets]:
     """A report as the bytes of a file: valid or mutated JSON, then possibly damaged as bytes."""
@@ -597,14 +613,8 @@ def report_bytes(draw: st.DrawFn) -> tuple[bytes, Secrets]:
             ]
         )
     )
-    if damage == "truncate":
-        data = data[: draw(st.integers(0, len(data)))]
-    elif damage == "insert":
-        at = draw(st.integers(0, len(data)))
-        data = data[:at] + draw(st.binary(min_size=1, max_size=16)) + data[at:]
-    elif damage == "flip" and data:
-        at = draw(st.integers(0, len(data) - 1))
-        data = data[:at] + bytes([data[at] ^ (1 << draw(st.integers(0, 7)))]) + data[at + 1 :]
+    if damage in _BYTE_DAMAGE:
+        data = _damaged(draw, data, damage)
     elif damage == "bom":
         data = b"\xef\xbb\xbf" + data
     elif damage == "latin1":
@@ -908,14 +918,8 @@ def hl7_bytes(draw: st.DrawFn, source: st.SearchStrategy[Oru] | None = None) -> 
     if draw(st.integers(0, 3)) == 0:
         data = b"\x0b" + data + b"\x1c\r"
     damage = draw(st.sampled_from(["none"] * 6 + ["truncate", "insert", "flip", "nul", "prefix", "repeat"]))
-    if damage == "truncate":
-        data = data[: draw(st.integers(0, len(data)))]
-    elif damage == "insert":
-        at = draw(st.integers(0, len(data)))
-        data = data[:at] + draw(st.binary(min_size=1, max_size=16)) + data[at:]
-    elif damage == "flip" and data:
-        at = draw(st.integers(0, len(data) - 1))
-        data = data[:at] + bytes([data[at] ^ (1 << draw(st.integers(0, 7)))]) + data[at + 1 :]
+    if damage in _BYTE_DAMAGE:
+        data = _damaged(draw, data, damage)
     elif damage == "nul":
         data = data.replace(field.encode(), field.encode() + b"\x00", 3)
     elif damage == "prefix":
@@ -1100,14 +1104,8 @@ def _damage_xml(draw: st.DrawFn, data: bytes) -> bytes:
             ["none"] * 8 + ["truncate", "insert", "flip", "doctype", "entity", "encoding", "bom", "nul", "pi"]
         )
     )
-    if damage == "truncate":
-        return data[: draw(st.integers(0, len(data)))]
-    if damage == "insert":
-        at = draw(st.integers(0, len(data)))
-        return data[:at] + draw(st.binary(min_size=1, max_size=16)) + data[at:]
-    if damage == "flip" and data:
-        at = draw(st.integers(0, len(data) - 1))
-        return data[:at] + bytes([data[at] ^ (1 << draw(st.integers(0, 7)))]) + data[at + 1 :]
+    if damage in _BYTE_DAMAGE:
+        return _damaged(draw, data, damage)
     body = data.split(b"?>", 1)[1] if data.startswith(b"<?xml") else data
     if damage == "doctype":
         return b'<?xml version="1.0"?><!DOCTYPE ClinicalDocument SYSTEM "http://127.0.0.1:9/x.dtd">' + body
