@@ -230,10 +230,11 @@ def _compared_concat(tokens: list[tuple[str, str]], index: int) -> bool:
     return position >= 0 and tokens[position][1] in ("=", "!=") and after in ("]", ")")
 
 
-def _alternatives(context: str) -> list[str] | None:
-    """The context split at its top-level ``|``, each part trimmed, or None if unbalanced."""
-    parts, depth, quote, start = [], 0, "", 0
-    for index, character in enumerate(context):
+def _top_level(text: str, separator: str) -> list[int] | None:
+    """Where ``separator`` stands outside brackets, parentheses and string literals; None if unbalanced."""
+    found: list[int] = []
+    depth, quote = 0, ""
+    for index, character in enumerate(text):
         if quote:
             quote = "" if character == quote else quote
         elif character in "'\"":
@@ -244,12 +245,17 @@ def _alternatives(context: str) -> list[str] | None:
             depth -= 1
             if depth < 0:
                 return None
-        elif character == "|" and depth == 0:
-            parts.append(context[start:index])
-            start = index + 1
-    if quote or depth:
+        elif character == separator and depth == 0:
+            found.append(index)
+    return None if quote or depth else found
+
+
+def _alternatives(context: str) -> list[str] | None:
+    """The context split at its top-level ``|``, each part trimmed, or None if unbalanced."""
+    bars = _top_level(context, "|")
+    if bars is None:
         return None
-    parts.append(context[start:])
+    parts = [context[a + 1 : b] for a, b in zip([-1, *bars], [*bars, len(context)], strict=True)]
     # Only the ends are trimmed: whitespace inside a string literal is part of its value.
     trimmed = [part.strip() for part in parts]
     return trimmed if all(trimmed) else None
@@ -274,27 +280,19 @@ def _steps(path: str) -> list[tuple[str, str]] | None:
 
     ``/a/b[c/d]//e`` gives ``[("/", "a"), ("/", "b[c/d]"), ("//", "e")]``.
     """
+    slashes = _top_level(path, "/")
+    if slashes is None:
+        return None
     steps: list[tuple[str, str]] = []
-    depth, quote, index, start, separator = 0, "", 0, 0, ""
-    while index < len(path):
-        character = path[index]
-        if quote:
-            quote = "" if character == quote else quote
-        elif character in "'\"":
-            quote = character
-        elif character in "[(":
-            depth += 1
-        elif character in "])":
-            depth -= 1
-        elif character == "/" and depth == 0:
-            if index > start:
-                steps.append((separator, path[start:index].strip()))
-            separator = "//" if path.startswith("//", index) else "/"
-            index += len(separator)
-            start = index
-            continue
-        index += 1
-    if index > start:
+    start, separator, position = 0, "", 0
+    while position < len(slashes):
+        at = slashes[position]
+        if at > start:
+            steps.append((separator, path[start:at].strip()))
+        separator = "//" if path.startswith("//", at) else "/"
+        start = at + len(separator)
+        position += len(separator)
+    if start < len(path):
         steps.append((separator, path[start:].strip()))
     if not steps or any(not step for _, step in steps) or steps[0][0] == "":
         return None
